@@ -1,0 +1,49 @@
+# anprd: see README.md. `make setup` once, then `make test`, `make run`, `make bench`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: setup test lint run bench eval train clip install clean
+
+$(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
+	bash scripts/install_system_deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(VENV)/bin/ruff check anprd train cascade tests scripts
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check anprd train cascade tests scripts
+
+run: setup
+	bash scripts/make_run.sh
+
+bench: setup
+	$(PY) -m anprd.bench
+
+eval: setup
+	$(PY) -m anprd.cli eval ../shared/data/real/eu
+	$(PY) -m anprd.cli eval ../shared/data/real/us
+
+# Reproduces models/anprd-v1 (see README "Training"): ~1h50 on 2 cores.
+train: setup
+	$(PY) -m train.train --run runs/v1 --steps 7000 --seed 1 --val-every 500 \
+		$(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
+	$(PY) -m train.train --run runs/v1 --export models/anprd-v1
+
+clip: setup
+	$(PY) -m train.clip --seed 1 --out samples/clip.avi
+
+install: setup
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) bash scripts/install.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data runs

@@ -1,0 +1,248 @@
+"""`anprd` command line: thin wrappers over the stages, driven by argparse and config.yaml.
+
+Every user error (bad config, missing model, unreadable image, bad labels) ends as one line on stderr
+naming the file, key or value, and exit status 2; nothing is lost and no traceback is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def _detector_config(args: argparse.Namespace):
+    """The detector section of --config (if given), with --model overriding the model path."""
+    from anprd.config.detector import DetectorConfig
+
+    base_dir = None
+    if getattr(args, "config", None):
+        from anprd.config import load_config
+
+        config = load_config(args.config).detector
+        base_dir = Path(args.config).resolve().parent
+    else:
+        config = DetectorConfig()
+    if getattr(args, "model", None):
+        config = config.model_copy(update={"model": str(Path(args.model).resolve())})
+    return config, base_dir
+
+
+def _load_detector(args: argparse.Namespace):
+    _quiet_tensorflow()
+    from anprd.detector import PlateDetector
+
+    config, base_dir = _detector_config(args)
+    return PlateDetector.from_config(config, base_dir)
+
+
+def _read_image(path: Path):
+    import cv2
+
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected an image file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{path}: not a readable image (JPEG, PNG, BMP, WebP or TIFF)")
+    return image
+
+
+def draw_detections(image, detections, track_ids: list[int] | None = None):
+    """A copy of `image` with each plate's box, text and confidence drawn for a person to look at."""
+    import cv2
+
+    out = image.copy()
+    for i, det in enumerate(detections):
+        x, y, w, h = (int(round(v)) for v in (det.box.x, det.box.y, det.box.w, det.box.h))
+        cv2.rectangle(out, (x, y), (x + w, y + h), (0, 255, 0), 2)
+        label = f"{det.text} {det.confidence:.2f}"
+        if track_ids is not None:
+            label = f"#{track_ids[i]} {label}"
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+        ty = y - 6 if y - th - 8 > 0 else y + h + th + 6
+        cv2.rectangle(out, (x, ty - th - 4), (x + tw + 4, ty + 4), (0, 0, 0), -1)
+        cv2.putText(out, label, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2)
+    return out
+
+
+def detection_json(det) -> dict:
+    return {
+        "plate": det.text,
+        "confidence": round(det.confidence, 4),
+        "presence": round(det.presence, 4),
+        "candidates": [{"plate": c.text, "confidence": c.confidence} for c in det.candidates],
+        "box": {"x": round(det.box.x), "y": round(det.box.y), "w": round(det.box.w), "h": round(det.box.h)},
+        "pattern": det.pattern,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    paths = [Path(p) for p in args.images]
+    images = [(p, _read_image(p)) for p in paths]  # fail on a bad input before loading the model
+    detector = _load_detector(args)
+    annotate_dir = None
+    if args.annotate:
+        out = Path(args.annotate)
+        if len(paths) > 1 or out.suffix.lower() not in IMAGE_SUFFIXES:
+            out.mkdir(parents=True, exist_ok=True)
+            annotate_dir = out
+    for path, image in images:
+        detections = detector.detect(image)
+        if args.json:
+            print(json.dumps({"image": str(path), "plates": [detection_json(d) for d in detections]}))
+        else:
+            print(f"{path}: {len(detections)} plate(s)")
+            for d in detections:
+                cands = ", ".join(f"{c.text} {c.confidence:.3f}" for c in d.candidates)
+                print(f"  {d.text:<10} confidence {d.confidence:.3f}  box x={d.box.x:.0f} y={d.box.y:.0f} "
+                      f"w={d.box.w:.0f} h={d.box.h:.0f}  candidates: {cands}")
+        if args.annotate:
+            target = annotate_dir / f"{path.stem}.annotated.jpg" if annotate_dir else Path(args.annotate)
+            if not cv2.imwrite(str(target), draw_detections(image, detections)):
+                raise UserError(f"{target}: cannot write annotated image")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from anprd.evaluate import evaluate, read_labels
+
+    folder = Path(args.folder)
+    read_labels(folder)  # validate the labels before loading the model
+    detector = _load_detector(args)
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(desc="eval", unit="img", leave=False)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    report = evaluate(folder, detector.detect, progress)
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        print(f"{folder}")
+        print(report.table())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from train.train import main as train_main
+
+    return train_main(args.train_args)
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from anprd.subscriber import subscribe_command
+
+    return subscribe_command(args.endpoint, args.camera, args.pretty, args.max_events, args.timeout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from anprd.daemon import run_daemon
+
+    return run_daemon(Path(args.config))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from anprd.replay import replay_command
+
+    return replay_command(args)
+
+
+# --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anprd", description="Real-time number plate recognition.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="find and read plates in still images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--annotate", metavar="OUT", help="draw results to OUT (a file, or a folder for many)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--config", help="read the detector section of this config.yaml")
+    p.add_argument("--model", help="model folder (overrides the config)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("eval", help="score detection and reading on DIR/labels.tsv")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--config", help="read the detector section of this config.yaml")
+    p.add_argument("--model", help="model folder (overrides the config)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("run", help="run the daemon: cameras -> detector -> tracker -> ZeroMQ events")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="run the pipeline over a video file as fast as it goes")
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("--truth", help="CSV of plate[,first_frame,last_frame] to score against")
+    p.add_argument("--annotate", metavar="OUT", help="write an annotated video (.avi or .mp4)")
+    p.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    p.add_argument("--config", help="config.yaml (detector and tracker sections are used)")
+    p.add_argument("--model", help="model folder (overrides the config)")
+    p.add_argument("--camera-id", default="replay", help="camera id in the events")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("subscribe", help="print plate events from a running daemon, one JSON per line")
+    p.add_argument("endpoint", metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--camera", help="only this camera id")
+    p.add_argument("--pretty", action="store_true", help="indented JSON")
+    p.add_argument("--max-events", type=int, help="exit after this many events")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    p.set_defaults(func=cmd_subscribe)
+
+    p = sub.add_parser("train", help="train a model (same options as python -m train.train)",
+                       add_help=False)
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # user-facing errors become one line; anything else is a real bug
+        if _is_user_error(exc):
+            print(f"anprd {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_user_error(exc: Exception) -> bool:
+    names = {"UserError", "ConfigError", "ModelError", "EvalError", "SourceError", "FontMissingError",
+             "PublisherError"}
+    return type(exc).__name__ in names or isinstance(exc, (FileNotFoundError, PermissionError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

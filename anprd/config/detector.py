@@ -1,0 +1,54 @@
+"""Detector settings: which model, how far the pyramid reaches, thresholds and plate patterns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from anprd.config.base import AnprdBaseModel
+
+__all__ = ["DetectorConfig"]
+
+
+class DetectorConfig(AnprdBaseModel):
+    model: str = Field("models/anprd-v1", description="Model folder (model.json + weights); relative "
+                       "paths resolve against the config file, then the anprd install.")
+    presence_threshold: float = Field(0.99, gt=0, lt=1, description="Window presence score for a hit "
+                                      "(the seed's 0.99).")
+    verify_threshold: float = Field(0.5, ge=0, lt=1, description="Presence score a grouped plate must "
+                                    "keep when re-read on a crop centred on it; drops loose hits.")
+    min_plate_width: float = Field(60, ge=16, description="Narrowest plate to find, in pixels; sets the "
+                                   "largest pyramid scale (small values upsample the image and cost time).")
+    max_plate_width: float = Field(640, ge=32, description="Widest plate to find, in pixels; sets the "
+                                   "smallest pyramid scale.")
+    pyramid_step: float = Field(1.4142, gt=1.05, le=2.0, description="Scale factor between pyramid levels.")
+    group_iou: float = Field(0.3, gt=0, lt=1, description="Hits whose plate boxes overlap more than this "
+                             "are one plate.")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Drop plates whose reading probability "
+                                  "is below this.")
+    top_n: int = Field(5, ge=1, le=20, description="Candidates reported per plate.")
+    patterns: dict[str, str] = Field(default_factory=dict, description="Named plate patterns, e.g. "
+                                     "{uk: '@@##@@@'} (@ letter, # digit, ? either); a reading that fits "
+                                     "one, with enough probability, is preferred and fixes O/0, I/1.")
+    pattern_min_ratio: float = Field(0.01, gt=0, le=1, description="A pattern reading is used when its "
+                                     "probability is at least this fraction of the best free reading.")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow "
+                                                   "sees one.")
+    threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = all cores).")
+
+    @field_validator("patterns")
+    @classmethod
+    def _check_patterns(cls, patterns: dict[str, str]) -> dict[str, str]:
+        from anprd.ctc import parse_pattern
+
+        for name, spec in patterns.items():
+            parse_pattern(name, spec)
+        return patterns
+
+    @model_validator(mode="after")
+    def _check_plate_widths(self) -> DetectorConfig:
+        if self.min_plate_width >= self.max_plate_width:
+            raise ValueError(f"min_plate_width ({self.min_plate_width}) must be below max_plate_width "
+                             f"({self.max_plate_width})")
+        return self

@@ -1,0 +1,290 @@
+"""Still-image plate detection: pyramid -> convolutional presence grid -> grouped hits -> read.
+
+1. Pyramid: the image is scaled so plates between `min_plate_width` and `max_plate_width` pixels fall
+   into the 60-80% width band the network was trained on, one level per `pyramid_step`.
+2. The detection twin of the network runs over each level at once; every output cell is a 128x64
+   window on an 8-pixel grid with a presence score and a regressed plate box.
+3. Hits above `presence_threshold` overlap; hits whose plate boxes overlap are grouped (union-find on
+   box IoU). The seed took the intersection of the group's windows as the box; a regressed plate box,
+   averaged over the group by score, fits the plate itself and scores far better on IoU.
+4. Each group is re-read once by the window model on a crop centred on its box: that pass verifies
+   presence, refines the box and gives the per-column CTC posteriors, decoded by beam search into the
+   text, its probability and the top-N candidates (optionally under plate patterns).
+
+    detector = PlateDetector.from_config(DetectorConfig())
+    detections = detector.detect(bgr_image)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from anprd.config.detector import DetectorConfig
+from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
+from anprd.types import Box, Candidate, Detection
+
+__all__ = ["ModelError", "PlateDetector", "pyramid_scales", "read_crop_window", "resolve_model_dir"]
+
+log = logging.getLogger(__name__)
+
+WINDOW_W, WINDOW_H = 128, 64
+PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
+
+
+class ModelError(Exception):
+    """The model folder is missing or unusable; the message names the path."""
+
+
+def resolve_model_dir(model: str, base_dir: Path | None = None) -> Path:
+    """Find a model folder: absolute, relative to `base_dir` (the config's folder), to
+    ``$ANPRD_DATA_DIR`` (set by the systemd units to the installed data), the current directory,
+    or the anprd install (repository root or installed data)."""
+    path = Path(model).expanduser()
+    data_dir = os.environ.get("ANPRD_DATA_DIR")
+    candidates = [path] if path.is_absolute() else [
+        *([base_dir / path] if base_dir else []), *([Path(data_dir) / path] if data_dir else []),
+        Path.cwd() / path,
+        Path(__file__).resolve().parent.parent / path, Path(__file__).resolve().parent / path]
+    for candidate in candidates:
+        if (candidate / "model.json").is_file():
+            return candidate
+    raise ModelError(f"model not found: {model} (looked for model.json in "
+                     f"{', '.join(str(c) for c in candidates)})")
+
+
+def pyramid_scales(height: int, width: int, config: DetectorConfig) -> list[float]:
+    """Scale factors, largest first, that bring plates of the configured widths into the window."""
+    target = 0.75 * WINDOW_W  # where a plate of the extreme widths lands in the window
+    largest = target / config.min_plate_width
+    smallest = 0.6 * WINDOW_W / config.max_plate_width
+    scales = []
+    s = largest
+    while s >= smallest * 0.999 and height * s >= WINDOW_H and width * s >= WINDOW_W:
+        scales.append(s)
+        s /= config.pyramid_step
+    if not scales:  # image smaller than one window at every useful scale: look at it once, fitted
+        scales.append(max(WINDOW_H / height, WINDOW_W / width))
+    return scales
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def read_crop_window(gray: np.ndarray, box: tuple[float, float, float, float]
+                     ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A 64x128 window centred on plate box (x0, y0, x1, y1), the plate ~70% of its width.
+
+    Returns the window and (x, y, sx, sy) such that image = (window_x / sx + x, window_y / sy + y).
+    """
+    x0, y0, x1, y1 = box
+    pw, ph = max(4.0, x1 - x0), max(2.0, y1 - y0)
+    win_w = max(pw / PLATE_FILL, 2 * ph / 0.75)  # tall plates: keep them under 75% of the height
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = math.floor(cx - win_w / 2), math.floor(cy - win_w / 4)
+    right, bottom = left + max(2, math.ceil(win_w)), top + max(1, math.ceil(win_w / 2))
+    h, w = gray.shape[:2]
+    region = gray[max(0, top): max(0, min(h, bottom)), max(0, left): max(0, min(w, right))]
+    if region.size == 0:
+        region = np.zeros((1, 1), np.uint8)
+    else:  # parts outside the image repeat its border, as the pyramid's windows never see them
+        region = cv2.copyMakeBorder(region, max(0, -top), max(0, bottom - h), max(0, -left),
+                                    max(0, right - w), cv2.BORDER_REPLICATE)
+    downscale = region.shape[1] > WINDOW_W
+    window = cv2.resize(region, (WINDOW_W, WINDOW_H),
+                        interpolation=cv2.INTER_AREA if downscale else cv2.INTER_LINEAR)
+    return window, (float(left), float(top), WINDOW_W / (right - left), WINDOW_H / (bottom - top))
+
+
+def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = boxes.T
+    area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    iw = np.maximum(0, np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]))
+    ih = np.maximum(0, np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]))
+    inter = iw * ih
+    return inter / np.maximum(area[:, None] + area[None] - inter, 1e-6)
+
+
+def group_hits(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[np.ndarray]:
+    """Connected components of hits linked by plate-box IoU > `iou`; index arrays, best group first."""
+    n = len(boxes)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    linked = np.argwhere(np.triu(_box_iou_matrix(boxes) > iou, 1))
+    for i, j in linked:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[rj] = ri
+    roots = np.array([find(i) for i in range(n)])
+    groups = [np.flatnonzero(roots == r) for r in np.unique(roots)]
+    return sorted(groups, key=lambda g: -scores[g].max())
+
+
+@dataclass(frozen=True)
+class _Hit:
+    boxes: np.ndarray  # N x 4 plate boxes (x0, y0, x1, y1) in image pixels
+    scores: np.ndarray  # N presence probabilities
+
+
+class PlateDetector:
+    """Loads the model once and finds plates in images. Not thread-safe; one per inference worker."""
+
+    def __init__(self, model_dir: Path, config: DetectorConfig) -> None:
+        self.config = config
+        self.model_dir = model_dir
+        meta_path = model_dir / "model.json"
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{meta_path}: unreadable model metadata ({exc})") from None
+        if self.meta.get("format") != "anprd-plate-net/1" or self.meta.get("alphabet") != ALPHABET:
+            raise ModelError(f"{meta_path}: not an anprd plate model of a known format")
+        weights = model_dir / "weights.weights.h5"
+        if not weights.is_file():
+            raise ModelError(f"{weights}: model weights missing")
+        self.patterns: list[Pattern] = [parse_pattern(n, s) for n, s in config.patterns.items()]
+
+        if config.threads:
+            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
+        import tensorflow as tf
+
+        from anprd.model import NetConfig, PlateNet
+
+        if config.threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+            except RuntimeError:  # already initialised in this process
+                pass
+        gpus = tf.config.list_physical_devices("GPU")
+        if config.device == "gpu" and not gpus:
+            raise ModelError("detector.device is 'gpu' but TensorFlow sees no GPU")
+        self.device = "/GPU:0" if gpus and config.device != "cpu" else "/CPU:0"
+        with tf.device(self.device):
+            self.net = PlateNet(NetConfig.from_json(self.meta["net"]))
+            try:
+                self.net.window_model.load_weights(weights)
+            except Exception as exc:  # h5py/keras raise many types for a bad file
+                raise ModelError(f"{weights}: cannot load weights ({exc})") from None
+        self._tf = tf
+        self._detect_fn = tf.function(lambda x: self.net.detection_model(x, training=False),
+                                      input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
+        self._read_fn = tf.function(lambda x: self.net.window_model(x, training=False),
+                                    input_signature=[tf.TensorSpec([None, 64, 128, 1], tf.float32)])
+        log.info("model %s loaded on %s", model_dir, self.device)
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, base_dir: Path | None = None) -> PlateDetector:
+        return cls(resolve_model_dir(config.model, base_dir), config)
+
+    # -- stage 1-2: the pyramid and the convolutional presence grid ----------------------------------
+    def _grid_hits(self, gray: np.ndarray) -> _Hit:
+        boxes, scores = [], []
+        for scale in pyramid_scales(*gray.shape[:2], self.config):
+            level = _resize(gray, scale)
+            with self._tf.device(self.device):
+                out = self._detect_fn(level[None, :, :, None].astype(np.float32))
+            logits = out["presence"].numpy()[0, :, :, 0]
+            threshold_logit = math.log(self.config.presence_threshold / (1 - self.config.presence_threshold))
+            rows, cols = np.nonzero(logits > threshold_logit)
+            if len(rows) == 0:
+                continue
+            frac = out["box"].numpy()[0, rows, cols]  # plate box as fractions of its window
+            x = cols * 8 + frac[:, [0, 2]] * WINDOW_W
+            y = rows * 8 + frac[:, [1, 3]] * WINDOW_H
+            boxes.append(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1) / scale)
+            scores.append(1 / (1 + np.exp(-logits[rows, cols])))
+        if not boxes:
+            return _Hit(np.zeros((0, 4)), np.zeros((0,)))
+        all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+        keep = np.argsort(-all_scores)[:3000]  # bound the grouping cost on pathological images
+        return _Hit(all_boxes[keep], all_scores[keep])
+
+    # -- stage 3-4: group, verify and read -----------------------------------------------------------
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Plates in a BGR or grayscale uint8 image, most confident first."""
+        if image is None or image.ndim not in (2, 3) or image.dtype != np.uint8 or min(image.shape[:2]) < 8:
+            raise ValueError("expected an 8-bit grayscale or BGR image of at least 8x8 pixels")
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        hits = self._grid_hits(gray)
+        if len(hits.scores) == 0:
+            return []
+        groups = group_hits(hits.boxes, hits.scores, self.config.group_iou)
+        proposals = [(np.average(hits.boxes[g], axis=0, weights=hits.scores[g]), float(hits.scores[g].max()))
+                     for g in groups]
+        return self.read([tuple(b) for b, _ in proposals], gray, [s for _, s in proposals])
+
+    def read(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray,
+             scores: list[float] | None = None) -> list[Detection]:
+        """Re-read plate boxes (x0, y0, x1, y1) on centred crops; returns verified detections."""
+        if not boxes:
+            return []
+        windows, frames = zip(*(read_crop_window(gray, b) for b in boxes))
+        batch = np.stack(windows)[..., None].astype(np.float32)
+        with self._tf.device(self.device):
+            out = self._read_fn(batch)
+        presence = 1 / (1 + np.exp(-out["presence"].numpy()[:, 0]))
+        box_frac = out["box"].numpy()
+        logits = out["text"].numpy()
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        detections = []
+        for i, (left, top, sx, sy) in enumerate(frames):
+            if presence[i] < self.config.verify_threshold:
+                continue
+            fx0, fy0, fx1, fy1 = box_frac[i] * [WINDOW_W, WINDOW_H, WINDOW_W, WINDOW_H]
+            refined = Box(left + fx0 / sx, top + fy0 / sy, (fx1 - fx0) / sx, (fy1 - fy0) / sy)
+            if refined.w <= 1 or refined.h <= 1:
+                continue
+            reading = self._decode(probs[i])
+            if reading is None:
+                continue
+            text, confidence, candidates, pattern = reading
+            if confidence < self.config.min_confidence:
+                continue
+            score = float(presence[i]) if scores is None else float(max(scores[i], presence[i]))
+            detections.append(Detection(box=refined, presence=score, text=text, confidence=confidence,
+                                        candidates=candidates, char_probs=probs[i].astype(np.float32),
+                                        pattern=pattern))
+        return self._suppress_duplicates(detections)
+
+    def _decode(self, probs: np.ndarray):
+        ranked = beam_search(probs, top_n=self.config.top_n)
+        if not ranked:
+            return None
+        text, confidence = ranked[0]
+        pattern_name = None
+        best_fit: tuple[str, float, str] | None = None
+        for pattern in self.patterns:
+            fit = pattern_beam_search(probs, pattern)
+            if fit and (best_fit is None or fit[1] > best_fit[1]):
+                best_fit = (fit[0], fit[1], pattern.name)
+        if best_fit and best_fit[1] >= self.config.pattern_min_ratio * confidence:
+            text, confidence, pattern_name = best_fit
+            ranked = [(text, confidence)] + [r for r in ranked if r[0] != text]
+        candidates = tuple(Candidate(t, round(float(p), 6)) for t, p in ranked[: self.config.top_n])
+        return text, float(confidence), candidates, pattern_name
+
+    def _suppress_duplicates(self, detections: list[Detection]) -> list[Detection]:
+        """Two groups can settle on one plate after refinement: keep the more confident."""
+        detections.sort(key=lambda d: -(d.presence * d.confidence))
+        kept: list[Detection] = []
+        for det in detections:
+            if all(det.box.iou(k.box) < 0.5 for k in kept):
+                kept.append(det)
+        return kept

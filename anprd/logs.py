@@ -1,0 +1,257 @@
+"""Logging for a long-running service: one line per record on stderr, secrets and plates masked.
+
+Under systemd, stderr goes to journald, which stores one entry per line and adds its own
+timestamp. So every record is kept on one line (newlines in messages and tracebacks are
+escaped), the timestamp is dropped when stderr is the journal (``JOURNAL_STREAM``), and a
+``<N>`` syslog priority prefix lets ``journalctl -p warning`` filter by level.
+
+Two formats: ``text`` (``INFO anprd.grabber: camera connected camera=gate1``) and ``json``
+(one object per line: ``ts``, ``level``, ``logger``, ``msg``, extra fields, ``exc``).
+Fields passed with ``extra={...}`` are appended as ``key=value`` pairs or JSON members.
+
+Credentials in URLs (``rtsp://user:secret@host``) and secret-looking query values are masked
+in every message, field and traceback. Plate numbers are personal data: log them through
+:func:`redact_plate`, which hides them unless ``logging.log_plates`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, TextIO
+
+__all__ = [
+    "JsonFormatter",
+    "SecretMaskFilter",
+    "TextFormatter",
+    "mask_secrets",
+    "redact_plate",
+    "setup_logging",
+    "stream_is_journal",
+]
+
+LogFormat = Literal["text", "json"]
+
+# scheme://user:password@host -> scheme://user:***@host. The password runs to the last "@"
+# before the host's "/" (passwords with a raw "@" happen), never across whitespace.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"']*):[^\s/\"']*@")
+# ?password=...&token=... style secrets in URLs and key=value text.
+_SECRET_VALUE = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|pass|secret|token|access_token|api_?key|apikey|auth)=)"
+    r"[^\s&;,\"']+",
+    re.IGNORECASE,
+)
+_MASK = "***"
+
+# syslog priorities that journald reads from a "<N>" line prefix.
+_SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+# Attributes every LogRecord has; anything else on a record came from extra={...}.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+# Per-process key for plate hashes: the same plate gets the same tag within one run (so log
+# lines can be correlated) but the tag cannot be reversed by hashing every possible plate.
+_PLATE_KEY = secrets.token_bytes(16)
+
+
+def mask_secrets(text: str) -> str:
+    """Mask URL passwords and secret query/key=value values in free text."""
+    if "=" not in text and "@" not in text:
+        return text  # fast path: most log lines hold neither
+    text = _URL_PASSWORD.sub(rf"\g<head>:{_MASK}@", text)
+    return _SECRET_VALUE.sub(rf"\g<key>{_MASK}", text)
+
+
+def redact_plate(text: str, log_plates: bool) -> str:
+    """Plate text for a log message: as is when ``log_plates``, else a salted hash tag.
+
+    >>> redact_plate("AB123CD", log_plates=True)
+    'AB123CD'
+    >>> redact_plate("AB123CD", log_plates=False)  # doctest: +SKIP
+    'plate#1f3a9c0e'
+    """
+    if log_plates or not text:
+        return text
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=4, key=_PLATE_KEY).hexdigest()
+    return f"plate#{digest}"
+
+
+def stream_is_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` is connected to journald.
+
+    systemd sets ``JOURNAL_STREAM=<dev>:<inode>`` for the service's stdout/stderr; comparing it
+    with the stream's own device and inode avoids trusting a value inherited by a child whose
+    stderr was redirected elsewhere.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        device, inode = (int(part) for part in value.split(":", 1))
+        stat = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return stat.st_dev == device and stat.st_ino == inode
+
+
+class SecretMaskFilter(logging.Filter):
+    """Masks credentials in a record's message and string extras before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message or record.args:
+            # Freeze the formatted text so args cannot bring the secret back.
+            record.msg, record.args = masked, None
+        for key, value in _extras(record).items():
+            if isinstance(value, str):
+                setattr(record, key, mask_secrets(value))
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in record.__dict__.items() if key not in _RECORD_ATTRS}
+
+
+def _one_line(text: str) -> str:
+    # journald splits on newlines; keep the record together and still readable.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    parts = []
+    if record.exc_info:
+        parts.append(formatter.formatException(record.exc_info))
+    elif record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
+
+
+def _logfmt_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text == "" or any(ch in text for ch in ' ="\\'):
+        return json.dumps(text)
+    return text
+
+
+class _LineFormatter(logging.Formatter):
+    def __init__(self, journal: bool) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def _prefix(self, record: logging.LogRecord) -> str:
+        if not self._journal:
+            return ""
+        level = max(
+            (lvl for lvl in _SYSLOG_PRIORITY if lvl <= record.levelno),
+            default=logging.DEBUG,
+        )
+        return f"<{_SYSLOG_PRIORITY[level]}>"
+
+    @staticmethod
+    def _timestamp(record: logging.LogRecord) -> str:
+        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
+
+class TextFormatter(_LineFormatter):
+    """``[<N>][timestamp ]LEVEL logger: message key=value ... | traceback`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [] if self._journal else [self._timestamp(record)]
+        parts += [record.levelname, f"{record.name}:", record.getMessage()]
+        parts += [f"{key}={_logfmt_value(value)}" for key, value in _extras(record).items()]
+        line = " ".join(parts)
+        exception = _exception_text(self, record)
+        if exception:
+            line += " | " + exception
+        # Masked again as a whole: covers tracebacks and non-string extras too.
+        return self._prefix(record) + mask_secrets(_one_line(line))
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line: ts, level, logger, msg, extra fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": self._timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            payload.setdefault(key, value)
+        exception = _exception_text(self, record)
+        if exception:
+            payload["exc"] = exception
+        # json.dumps escapes newlines, so the object stays on one line; masked as in text.
+        line = json.dumps(payload, default=str, ensure_ascii=False)
+        return self._prefix(record) + mask_secrets(line)
+
+
+def setup_logging(
+    level: str = "INFO",
+    fmt: LogFormat = "text",
+    *,
+    stream: TextIO | None = None,
+    journal: bool | None = None,
+) -> logging.Handler:
+    """Send all logging to one stderr handler; safe to call again (e.g. on SIGHUP reload).
+
+    Parameters
+    ----------
+    level
+        Root level name (DEBUG, INFO, WARNING, ERROR, CRITICAL; case-insensitive).
+    fmt
+        ``"text"`` or ``"json"``.
+    stream
+        Where lines go; default ``sys.stderr``.
+    journal
+        Whether ``stream`` is journald (no timestamp, ``<N>`` prefix); default: detected from
+        ``JOURNAL_STREAM``.
+
+    Returns
+    -------
+    logging.Handler
+        The installed handler (replacing one installed by an earlier call).
+    """
+    level_name = level.strip().upper()
+    levels = logging.getLevelNamesMapping()
+    if level_name not in levels:
+        raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if fmt not in ("text", "json"):
+        raise ValueError(f"unknown log format {fmt!r}; use 'text' or 'json'")
+    stream = sys.stderr if stream is None else stream
+    if journal is None:
+        journal = stream_is_journal(stream)
+
+    handler = logging.StreamHandler(stream)
+    handler.set_name("anprd")
+    handler.setFormatter(TextFormatter(journal) if fmt == "text" else JsonFormatter(journal))
+    handler.addFilter(SecretMaskFilter())
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == "anprd":
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(levels[level_name])
+    # warnings.warn() output would otherwise bypass the handler as multi-line stderr text.
+    logging.captureWarnings(True)
+    return handler

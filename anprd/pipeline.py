@@ -1,0 +1,288 @@
+"""One camera's processing: frame -> detections (masked) -> tracker -> plate events.
+
+`CameraPipeline` is the only place the stages meet, and it passes nothing but the dataclasses of
+`anprd.types` between them:
+
+    Frame --detector--> Detection* --mask--> Detection* --tracker--> TrackerUpdate
+          --EventEmitter--> PlateEvent* --publish()-->
+
+Both ``anprd run`` (`anprd.daemon`, many cameras sharing one detector on one inference thread)
+and ``anprd replay`` (`anprd.replay`, one video file as fast as it decodes) drive it frame by frame
+with :meth:`CameraPipeline.process`, and call :meth:`CameraPipeline.flush` when a source ends or
+the process stops, so that tracks still in view give their final events.
+
+A pipeline is not thread-safe: one thread at a time calls it (the daemon's inference worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import cv2
+import numpy as np
+
+from anprd.config.source import CameraConfig
+from anprd.config.tracker import TrackerConfig
+from anprd.events import EventEmitter, EventSequencer
+from anprd.tracker import Tracker, TrackerUpdate
+from anprd.types import Box, Detection, Frame, PlateEvent
+
+if TYPE_CHECKING:
+    from anprd.metrics import Metrics
+
+__all__ = [
+    "CROP_JPEG_QUALITY",
+    "CameraPipeline",
+    "Detector",
+    "ProcessedFrame",
+    "apply_mask",
+    "mask_contours",
+]
+
+logger = logging.getLogger(__name__)
+
+CROP_JPEG_QUALITY = 90
+# Context kept around a plate crop, as a fraction of the box size on each side.
+_CROP_MARGIN = 0.15
+
+
+class Detector(Protocol):
+    """What the pipeline needs of a detector (`anprd.detector.PlateDetector` is one)."""
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Plates in a BGR uint8 image, most confident first."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProcessedFrame:
+    """What one frame gave.
+
+    frame: the input frame. detections: the plates kept after the camera's mask, most confident
+    first. track_ids: the tracker's id for each of ``detections`` (same order). masked: the
+    detections dropped because their box centre lies in a mask polygon. update: the tracker's
+    transitions for this frame. events: the events this frame caused, already published.
+    inference_s: seconds spent in the detector.
+    """
+
+    frame: Frame
+    detections: tuple[Detection, ...]
+    track_ids: tuple[int, ...]
+    masked: tuple[Detection, ...]
+    update: TrackerUpdate
+    events: tuple[PlateEvent, ...]
+    inference_s: float
+
+
+def mask_contours(polygons: Sequence[Sequence[tuple[float, float]]] | None) -> list[np.ndarray]:
+    """Camera mask polygons as OpenCV contours (N x 1 x 2 float32) for `cv2.pointPolygonTest`."""
+    return [np.asarray(polygon, dtype=np.float32).reshape(-1, 1, 2) for polygon in polygons or ()]
+
+
+def apply_mask(
+    detections: Sequence[Detection], contours: Sequence[np.ndarray]
+) -> tuple[list[Detection], list[Detection]]:
+    """Split detections into (kept, dropped): dropped ones have their box centre inside, or on
+    the edge of, a mask polygon."""
+    if not contours:
+        return list(detections), []
+    kept: list[Detection] = []
+    dropped: list[Detection] = []
+    for detection in detections:
+        centre = tuple(float(v) for v in detection.box.center)
+        inside = any(cv2.pointPolygonTest(contour, centre, False) >= 0 for contour in contours)
+        (dropped if inside else kept).append(detection)
+    return kept, dropped
+
+
+@dataclass
+class _BestCrop:
+    score: float
+    image: np.ndarray
+
+
+def _crop(image: np.ndarray, box: Box) -> np.ndarray | None:
+    """The plate with a small margin, copied out of the frame (the frame is not kept)."""
+    height, width = image.shape[:2]
+    margin_x, margin_y = box.w * _CROP_MARGIN, box.h * _CROP_MARGIN
+    x0, y0 = max(0, int(box.x - margin_x)), max(0, int(box.y - margin_y))
+    x1, y1 = min(width, int(np.ceil(box.x2 + margin_x))), min(height, int(np.ceil(box.y2 + margin_y)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return image[y0:y1, x0:x1].copy()
+
+
+class CameraPipeline:
+    """Detection, masking, tracking and event emission for one camera.
+
+    Parameters
+    ----------
+    camera
+        The camera: its ``id`` names tracks and events, its ``mask`` polygons drop detections.
+    detector
+        Finds plates in a frame; may be shared by several pipelines on one thread.
+    tracker_config
+        Settings of this camera's `Tracker`.
+    sequencer
+        The process-wide event counter (shared by every camera).
+    publish
+        Called with each event, in order, as soon as it is made.
+    metrics
+        When given: frames processed, inference time and active tracks are recorded.
+    include_crops
+        Attach a JPEG crop of each plate (its most confident frame) to its events.
+    """
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        detector: Detector,
+        tracker_config: TrackerConfig,
+        sequencer: EventSequencer,
+        publish: Callable[[PlateEvent], None],
+        metrics: Metrics | None = None,
+        *,
+        include_crops: bool = False,
+    ) -> None:
+        self._camera = camera
+        self._contours = mask_contours(camera.mask)
+        self.detector = detector
+        self._sequencer = sequencer
+        self._publish = publish
+        self._metrics = metrics
+        self._include_crops = include_crops
+        self._tracker = Tracker(tracker_config, camera.id)
+        self._emitter = EventEmitter(sequencer)
+        self._best_crops: dict[int, _BestCrop] = {}
+        self._last_time: float | None = None
+        self._last_number = 0
+        self.frames_processed = 0
+        self.events_emitted = 0
+
+    @property
+    def camera(self) -> CameraConfig:
+        return self._camera
+
+    @property
+    def camera_id(self) -> str:
+        return self._camera.id
+
+    @property
+    def tracker_config(self) -> TrackerConfig:
+        return self._tracker.config
+
+    @property
+    def active_tracks(self) -> int:
+        """Live tracks, confirmed or not."""
+        return len(self._tracker.live_tracks)
+
+    def set_camera(self, camera: CameraConfig) -> None:
+        """Take a new config of the same camera (a reload): only the mask matters here."""
+        if camera.id != self._camera.id:
+            raise ValueError(f"camera id cannot change ({self._camera.id!r} -> {camera.id!r})")
+        self._camera = camera
+        self._contours = mask_contours(camera.mask)
+
+    def set_tracker_config(self, config: TrackerConfig) -> tuple[PlateEvent, ...]:
+        """Restart tracking with new settings; live tracks are flushed first (their events are
+        published and returned), since a tracker's rules cannot change under a live track."""
+        events = self.flush()
+        self._tracker = Tracker(config, self._camera.id)
+        self._emitter = EventEmitter(self._sequencer)
+        return events
+
+    def process(self, frame: Frame) -> ProcessedFrame:
+        """Detect, mask, track and publish the events of one frame."""
+        started = time.perf_counter()
+        found = self.detector.detect(frame.image)
+        inference_s = time.perf_counter() - started
+        kept, dropped = apply_mask(found, self._contours)
+        update = self._tracker.update(kept, frame.timestamp, frame.sequence)
+        track_ids = self._track_ids(kept, update)
+        if self._include_crops:
+            self._remember_crops(frame.image, kept, track_ids)
+        events = self._emit(update)
+        self._last_time, self._last_number = frame.timestamp, frame.sequence
+        self.frames_processed += 1
+        if self._metrics is not None:
+            self._metrics.frame_processed(self._camera.id, inference_s)
+            self._metrics.set_active_tracks(self._camera.id, self.active_tracks)
+        return ProcessedFrame(
+            frame=frame,
+            detections=tuple(kept),
+            track_ids=track_ids,
+            masked=tuple(dropped),
+            update=update,
+            events=events,
+            inference_s=inference_s,
+        )
+
+    def flush(
+        self, frame_time: float | None = None, frame_number: int | None = None
+    ) -> tuple[PlateEvent, ...]:
+        """End every live track now (source ended, shutdown, reload) and publish their final events.
+
+        ``frame_time`` and ``frame_number`` default to those of the last processed frame.
+        """
+        if frame_time is None:
+            frame_time = self._last_time if self._last_time is not None else time.time()
+        if frame_number is None:
+            frame_number = self._last_number
+        events = self._emit(self._tracker.flush(frame_time, frame_number))
+        self._best_crops.clear()
+        if self._metrics is not None:
+            self._metrics.set_active_tracks(self._camera.id, 0)
+        return events
+
+    # --- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _track_ids(detections: Sequence[Detection], update: TrackerUpdate) -> tuple[int, ...]:
+        # The tracker stores the matched detection's box on its track (a new track starts from
+        # it), so identity of the box object links each detection to its track.
+        by_box = {
+            id(track.box): track.track_id
+            for track in (*update.tracks, *update.tentative)
+            if track.last_frame == update.frame_number
+        }
+        return tuple(by_box.get(id(detection.box), 0) for detection in detections)
+
+    def _remember_crops(
+        self, image: np.ndarray, detections: Sequence[Detection], track_ids: Sequence[int]
+    ) -> None:
+        for detection, track_id in zip(detections, track_ids, strict=True):
+            score = detection.presence * detection.confidence
+            best = self._best_crops.get(track_id)
+            if best is not None and best.score >= score:
+                continue
+            crop = _crop(image, detection.box)
+            if crop is not None:
+                self._best_crops[track_id] = _BestCrop(score, crop)
+
+    def _crop_jpegs(self, update: TrackerUpdate) -> dict[int, bytes]:
+        jpegs: dict[int, bytes] = {}
+        for report in (*update.provisional, *update.ended):
+            best = self._best_crops.get(report.track.track_id)
+            if best is None:
+                continue
+            ok, encoded = cv2.imencode(".jpg", best.image, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+            if ok:
+                jpegs[report.track.track_id] = encoded.tobytes()
+        return jpegs
+
+    def _emit(self, update: TrackerUpdate) -> tuple[PlateEvent, ...]:
+        crops = self._crop_jpegs(update) if self._include_crops else None
+        events = tuple(self._emitter.events(update, crops))
+        for event in events:
+            self._publish(event)
+        self.events_emitted += len(events)
+        if self._best_crops:
+            # Forget crops of tracks that ended (reported or not) or died unconfirmed.
+            live = {track.track_id for track in (*update.tracks, *update.tentative)}
+            for track_id in [t for t in self._best_crops if t not in live]:
+                del self._best_crops[track_id]
+        return events

@@ -1,0 +1,560 @@
+"""Multi-plate tracker: links per-frame detections into tracks and fuses their readings.
+
+Shape after norfair: plain `Detection`/`Track` data, one `Tracker.update()` entry point, an
+injected motion filter, ids per tracker instance. Each frame:
+
+1. every live track's box is predicted at the frame time (constant velocity, alpha-beta filter);
+2. the cost of pairing track i with detection j is
+   ``iou_weight * (1 - IoU) + distance_weight * d / max_center_distance + text_weight * e``, with d
+   the centre distance in box sizes and e the normalised edit distance between the detection's
+   text and the track's text; pairs beyond the distance or text gate are impossible;
+3. confirmed tracks are assigned first (`scipy.optimize.linear_sum_assignment`), then tentative
+   ones, so a one-frame false positive cannot steal a real plate;
+4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`).
+
+Lifetime rules:
+
+- a track is *confirmed* after `min_frames` matches; shorter tracks end silently;
+- it *ends* after more than `max_misses` missed frames or `max_gap_s` seconds without a match
+  (short occlusions are survived), and a confirmed track with a readable plate is then reported;
+- at `max_age_s` it is reported and ends, and a *continuation* track takes over its motion state
+  at once. A continuation remembers the plates already reported on its line and reports only a
+  plate that differs from all of them by more than `same_plate_max_text_distance`: a car parked
+  in view for minutes gives one event, a different car taking its place still gives its own;
+- optionally, a *provisional* report is made once a confirmed track has
+  `provisional_after_frames` matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from anprd.config.tracker import TrackerConfig
+from anprd.ctc_fusion import CandidateFusion, FusedReading
+from anprd.types import Box, Detection, Track
+
+__all__ = [
+    "AlphaBetaFilter",
+    "EndReason",
+    "MotionFilter",
+    "MotionFilterFactory",
+    "StaticFilter",
+    "TrackReport",
+    "Tracker",
+    "TrackerUpdate",
+    "alpha_beta_factory",
+    "normalized_edit_distance",
+]
+
+_MIN_SIDE = 1.0  # pixels; predicted boxes never shrink below this
+_IMPOSSIBLE = 1e9  # cost of a gated pair (linear_sum_assignment needs finite costs)
+
+
+class EndReason(StrEnum):
+    """Why a track ended."""
+
+    LOST = "lost"
+    MAX_AGE = "max_age"
+    FLUSHED = "flushed"
+
+
+class MotionFilter(Protocol):
+    """Follows one track's box over time."""
+
+    def predict(self, time: float) -> Box:
+        """The box expected at `time`, without changing the state."""
+        ...
+
+    def update(self, box: Box, time: float) -> None:
+        """Take a measured box at `time`."""
+        ...
+
+
+MotionFilterFactory = Callable[[Box, float], MotionFilter]
+"""Builds a filter from a track's first box and time."""
+
+
+def _box_state(box: Box) -> np.ndarray:
+    cx, cy = box.center
+    return np.array([cx, cy, box.w, box.h], dtype=np.float64)
+
+
+def _state_box(state: np.ndarray) -> Box:
+    cx, cy, w, h = (float(v) for v in state)
+    w, h = max(w, _MIN_SIDE), max(h, _MIN_SIDE)
+    return Box(cx - w / 2, cy - h / 2, w, h)
+
+
+class AlphaBetaFilter:
+    """Constant-velocity alpha-beta filter on (centre x, centre y, width, height).
+
+    The velocity is set from the first two measurements, then corrected by `beta` times the
+    residual per second; the position moves `alpha` of the way to each measurement.
+    """
+
+    def __init__(self, box: Box, time: float, *, alpha: float = 0.7, beta: float = 0.3) -> None:
+        if not 0 < alpha <= 1 or not 0 <= beta <= 1:
+            raise ValueError(f"need 0 < alpha <= 1 and 0 <= beta <= 1, got {alpha}, {beta}")
+        self._alpha = alpha
+        self._beta = beta
+        self._state = _box_state(box)
+        self._velocity = np.zeros(4)
+        self._time = time
+        self._updates = 1
+
+    def predict(self, time: float) -> Box:
+        dt = max(0.0, time - self._time)
+        return _state_box(self._state + self._velocity * dt)
+
+    def update(self, box: Box, time: float) -> None:
+        dt = max(0.0, time - self._time)
+        measured = _box_state(box)
+        if dt == 0.0:  # same instant: nothing to say about velocity
+            self._state += self._alpha * (measured - self._state)
+            return
+        if self._updates == 1:
+            self._velocity = (measured - self._state) / dt
+            self._state = measured
+        else:
+            predicted = self._state + self._velocity * dt
+            residual = measured - predicted
+            self._state = predicted + self._alpha * residual
+            self._velocity = self._velocity + (self._beta / dt) * residual
+        self._time = time
+        self._updates += 1
+
+
+class StaticFilter:
+    """No motion model: predicts the last measured box."""
+
+    def __init__(self, box: Box, time: float) -> None:
+        self._box = box
+
+    def predict(self, time: float) -> Box:
+        return self._box
+
+    def update(self, box: Box, time: float) -> None:
+        self._box = box
+
+
+def alpha_beta_factory(alpha: float, beta: float) -> MotionFilterFactory:
+    """A `MotionFilterFactory` making `AlphaBetaFilter`s with these gains."""
+
+    def make(box: Box, time: float) -> MotionFilter:
+        return AlphaBetaFilter(box, time, alpha=alpha, beta=beta)
+
+    return make
+
+
+def normalized_edit_distance(first: str, second: str) -> float:
+    """Levenshtein distance divided by the longer length, in [0, 1]; 0 for two empty strings."""
+    if first == second:
+        return 0.0
+    longest = max(len(first), len(second))
+    previous = list(range(len(second) + 1))
+    for i, a in enumerate(first, start=1):
+        current = [i]
+        for j, b in enumerate(second, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1] / longest
+
+
+@dataclass(frozen=True)
+class TrackReport:
+    """A track at a transition, with its fused reading.
+
+    track: a snapshot (later frames do not change it); pattern: the most common non-None plate
+    pattern among the detections that read the fused text; end_reason: set for ended tracks;
+    continuation_of: the id of the track this one took over from at `max_age_s`, if any.
+    """
+
+    track: Track
+    reading: FusedReading
+    pattern: str | None
+    end_reason: EndReason | None = None
+    continuation_of: int | None = None
+
+
+@dataclass(frozen=True)
+class TrackerUpdate:
+    """What one `Tracker.update()` changed.
+
+    tracks: live confirmed tracks; tentative: live tracks not yet confirmed; confirmed: tracks
+    confirmed this frame; provisional: tracks due a provisional event this frame; ended: tracks
+    that ended this frame and are due a final event; suppressed: confirmed tracks that ended
+    without an event (plate unreadable, or already reported by the track they continue).
+    """
+
+    frame_time: float
+    frame_number: int
+    tracks: tuple[Track, ...] = ()
+    tentative: tuple[Track, ...] = ()
+    confirmed: tuple[TrackReport, ...] = ()
+    provisional: tuple[TrackReport, ...] = ()
+    ended: tuple[TrackReport, ...] = ()
+    suppressed: tuple[TrackReport, ...] = ()
+
+
+@dataclass
+class _TrackState:
+    """Tracker-private state of one live track."""
+
+    track: Track
+    motion: MotionFilter
+    fusion: CandidateFusion
+    last_match_time: float
+    last_text: str = ""
+    confirmed: bool = False
+    provisional_done: bool = False
+    reported_texts: tuple[str, ...] = ()
+    continuation_of: int | None = None
+    patterns: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def texts(self) -> tuple[str, ...]:
+        """The texts a new detection is compared with: fused and last read."""
+        return tuple(t for t in dict.fromkeys((self.fusion.reading().text, self.last_text)) if t)
+
+    def pattern(self, text: str) -> str | None:
+        counts = self.patterns.get(text)
+        return counts.most_common(1)[0][0] if counts else None
+
+
+class Tracker:
+    """Tracks plates of one camera across frames.
+
+    Parameters
+    ----------
+    config
+        Gates, weights and lifetime rules.
+    camera_id
+        Stamped on every track.
+    motion_filter_factory
+        Builds each track's motion filter; default: `AlphaBetaFilter` with the config's gains.
+    """
+
+    def __init__(
+        self,
+        config: TrackerConfig,
+        camera_id: str = "default",
+        *,
+        motion_filter_factory: MotionFilterFactory | None = None,
+    ) -> None:
+        self._config = config
+        self._camera_id = camera_id
+        self._make_filter = motion_filter_factory or alpha_beta_factory(
+            config.motion_alpha, config.motion_beta
+        )
+        self._ids = itertools.count(1)
+        self._states: list[_TrackState] = []
+
+    @property
+    def config(self) -> TrackerConfig:
+        return self._config
+
+    @property
+    def live_tracks(self) -> tuple[Track, ...]:
+        """All live tracks, confirmed or not."""
+        return tuple(state.track for state in self._states)
+
+    def predicted_boxes(self, frame_time: float) -> dict[int, Box]:
+        """Where each live track is expected at `frame_time` (for region-of-interest detection)."""
+        return {state.track.track_id: state.motion.predict(frame_time) for state in self._states}
+
+    def update(
+        self, detections: Sequence[Detection], frame_time: float, frame_number: int
+    ) -> TrackerUpdate:
+        """Take one frame's detections and return the live tracks and this frame's transitions."""
+        if not math.isfinite(frame_time):
+            raise ValueError(f"frame_time must be finite, got {frame_time}")
+        config = self._config
+        predicted = [state.motion.predict(frame_time) for state in self._states]
+
+        confirmed_rows = [i for i, s in enumerate(self._states) if s.confirmed]
+        tentative_rows = [i for i, s in enumerate(self._states) if not s.confirmed]
+        free = list(range(len(detections)))
+        pairs: list[tuple[int, int]] = []
+        for rows in (confirmed_rows, tentative_rows):
+            matched = self._associate(rows, predicted, detections, free)
+            pairs.extend(matched)
+            taken = {column for _, column in matched}
+            free = [column for column in free if column not in taken]
+
+        confirmed: list[TrackReport] = []
+        provisional: list[TrackReport] = []
+        ended: list[TrackReport] = []
+        suppressed: list[TrackReport] = []
+        matched_rows = {row for row, _ in pairs}
+        for row, column in pairs:
+            state = self._states[row]
+            self._match(state, detections[column], frame_time, frame_number)
+            if not state.confirmed and state.track.frames_seen >= config.min_frames:
+                state.confirmed = True
+                confirmed.append(self._report(state))
+            if self._due_provisional(state):
+                provisional.append(self._report(state))
+
+        survivors: list[_TrackState] = []
+        for row, state in enumerate(self._states):
+            if row not in matched_rows:
+                state.track.misses += 1
+                lost = (
+                    state.track.misses > config.max_misses
+                    or frame_time - state.last_match_time > config.max_gap_s
+                )
+                if lost:
+                    self._end(state, EndReason.LOST, ended, suppressed)
+                    continue
+            too_old = (
+                state.track.frames_seen > 0
+                and frame_time - state.track.first_seen >= config.max_age_s
+            )
+            if too_old:
+                self._end(state, EndReason.MAX_AGE, ended, suppressed)
+                if state.confirmed:
+                    survivors.append(self._continue(state))
+                continue
+            survivors.append(state)
+
+        for column in free:
+            survivors.append(self._start(detections[column], frame_time, frame_number))
+        self._states = survivors
+        return self._snapshot(frame_time, frame_number, confirmed, provisional, ended, suppressed)
+
+    def flush(self, frame_time: float, frame_number: int) -> TrackerUpdate:
+        """End every live track now (shutdown, end of a file) so no pending event is lost."""
+        ended: list[TrackReport] = []
+        suppressed: list[TrackReport] = []
+        for state in self._states:
+            self._end(state, EndReason.FLUSHED, ended, suppressed)
+        self._states = []
+        return self._snapshot(frame_time, frame_number, [], [], ended, suppressed)
+
+    # --- association ----------------------------------------------------------------------------
+
+    def _associate(
+        self,
+        rows: Sequence[int],
+        predicted: Sequence[Box],
+        detections: Sequence[Detection],
+        columns: Sequence[int],
+    ) -> list[tuple[int, int]]:
+        """Minimum-cost pairs (track row, detection index) among the given ones, gates applied."""
+        if not rows or not columns:
+            return []
+        cost = self._cost(
+            [predicted[row] for row in rows],
+            [self._states[row].texts() for row in rows],
+            [detections[column] for column in columns],
+        )
+        track_index, detection_index = linear_sum_assignment(cost)
+        return [
+            (rows[i], columns[j])
+            for i, j in zip(track_index, detection_index, strict=True)
+            if cost[i, j] < _IMPOSSIBLE
+        ]
+
+    def _cost(
+        self,
+        boxes: Sequence[Box],
+        track_texts: Sequence[tuple[str, ...]],
+        detections: Sequence[Detection],
+    ) -> np.ndarray:
+        """(tracks x detections) association cost, `_IMPOSSIBLE` where gated."""
+        config = self._config
+        tracks = np.array([[b.x, b.y, b.w, b.h] for b in boxes], dtype=np.float64)
+        dets = np.array(
+            [[d.box.x, d.box.y, d.box.w, d.box.h] for d in detections], dtype=np.float64
+        )
+        t = tracks[:, None, :]
+        d = dets[None, :, :]
+        inter_w = np.clip(
+            np.minimum(t[..., 0] + t[..., 2], d[..., 0] + d[..., 2])
+            - np.maximum(t[..., 0], d[..., 0]),
+            0,
+            None,
+        )
+        inter_h = np.clip(
+            np.minimum(t[..., 1] + t[..., 3], d[..., 1] + d[..., 3])
+            - np.maximum(t[..., 1], d[..., 1]),
+            0,
+            None,
+        )
+        inter = inter_w * inter_h
+        union = t[..., 2] * t[..., 3] + d[..., 2] * d[..., 3] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+        # Centre distance in box sizes: the larger side of each box, averaged over the pair.
+        dx = (t[..., 0] + t[..., 2] / 2) - (d[..., 0] + d[..., 2] / 2)
+        dy = (t[..., 1] + t[..., 3] / 2) - (d[..., 1] + d[..., 3] / 2)
+        size = (np.maximum(t[..., 2], t[..., 3]) + np.maximum(d[..., 2], d[..., 3])) / 2
+        distance = np.hypot(dx, dy) / np.maximum(size, _MIN_SIDE)
+
+        near = distance <= config.max_center_distance
+        text = np.zeros_like(iou)
+        text_gated = np.zeros(iou.shape, dtype=bool)
+        for i, texts in enumerate(track_texts):
+            for j, detection in enumerate(detections):
+                if not near[i, j]:
+                    continue  # gated by distance already: skip the edit distances
+                if texts and detection.text:
+                    text[i, j] = min(normalized_edit_distance(s, detection.text) for s in texts)
+                    text_gated[i, j] = text[i, j] > config.max_text_distance
+                else:  # nothing to compare: neutral, never gated
+                    text[i, j] = 0.5
+
+        cost = (
+            config.iou_weight * (1 - iou)
+            + config.distance_weight * distance / config.max_center_distance
+            + config.text_weight * text
+        )
+        gated = ~near | text_gated
+        return np.where(gated, _IMPOSSIBLE, cost)
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def _new_fusion(self) -> CandidateFusion:
+        config = self._config
+        return CandidateFusion(
+            max_frames=config.fusion_max_frames,
+            max_candidates=config.fusion_max_candidates,
+            log_floor=config.fusion_log_floor,
+            top_n=config.top_n,
+        )
+
+    def _start(self, detection: Detection, frame_time: float, frame_number: int) -> _TrackState:
+        track = Track(
+            track_id=next(self._ids),
+            camera_id=self._camera_id,
+            box=detection.box,
+            first_seen=frame_time,
+            last_seen=frame_time,
+            first_frame=frame_number,
+            last_frame=frame_number,
+        )
+        state = _TrackState(
+            track=track,
+            motion=self._make_filter(detection.box, frame_time),
+            fusion=self._new_fusion(),
+            last_match_time=frame_time,
+        )
+        self._record(state, detection)
+        if self._config.min_frames <= 1:
+            state.confirmed = True
+        return state
+
+    def _continue(self, old: _TrackState) -> _TrackState:
+        """A fresh track on the same line as `old`, which reached `max_age_s`."""
+        reading = old.fusion.reading()
+        reported = old.reported_texts
+        if reading.text and not self._already_reported(old, reading.text):
+            reported = (*reported, reading.text)
+        track = dataclasses.replace(
+            old.track,
+            track_id=next(self._ids),
+            frames_seen=0,
+            detections=[],
+        )
+        return _TrackState(
+            track=track,
+            motion=old.motion,
+            fusion=self._new_fusion(),
+            last_match_time=old.last_match_time,
+            last_text=reading.text or old.last_text,
+            reported_texts=reported,
+            continuation_of=old.track.track_id,
+        )
+
+    def _match(
+        self, state: _TrackState, detection: Detection, frame_time: float, frame_number: int
+    ) -> None:
+        track = state.track
+        if track.frames_seen == 0:  # a continuation's first match opens its time span
+            track.first_seen, track.first_frame = frame_time, frame_number
+        track.box = detection.box
+        track.last_seen, track.last_frame = frame_time, frame_number
+        track.misses = 0
+        state.motion.update(detection.box, frame_time)
+        state.last_match_time = frame_time
+        self._record(state, detection)
+
+    def _record(self, state: _TrackState, detection: Detection) -> None:
+        state.track.frames_seen += 1
+        state.fusion.add(detection)
+        state.track.detections = state.fusion.detections
+        if detection.text:
+            state.last_text = detection.text
+            if detection.pattern is not None:
+                state.patterns.setdefault(detection.text, Counter())[detection.pattern] += 1
+
+    def _already_reported(self, state: _TrackState, text: str) -> bool:
+        limit = self._config.same_plate_max_text_distance
+        return any(normalized_edit_distance(text, seen) <= limit for seen in state.reported_texts)
+
+    def _due_provisional(self, state: _TrackState) -> bool:
+        after = self._config.provisional_after_frames
+        if after is None or state.provisional_done or not state.confirmed:
+            return False
+        if state.track.frames_seen < after:
+            return False
+        text = state.fusion.reading().text
+        if not text:  # nothing readable yet: try again on the next match
+            return False
+        state.provisional_done = True
+        return not self._already_reported(state, text)
+
+    def _end(
+        self,
+        state: _TrackState,
+        reason: EndReason,
+        ended: list[TrackReport],
+        suppressed: list[TrackReport],
+    ) -> None:
+        if not state.confirmed or state.track.frames_seen == 0:
+            return  # tentative (false positive) or a continuation that never matched
+        report = self._report(state, reason)
+        text = report.reading.text
+        if text and not self._already_reported(state, text):
+            ended.append(report)
+        else:
+            suppressed.append(report)
+
+    def _report(self, state: _TrackState, reason: EndReason | None = None) -> TrackReport:
+        reading = state.fusion.reading()
+        return TrackReport(
+            track=dataclasses.replace(state.track, detections=list(state.track.detections)),
+            reading=reading,
+            pattern=state.pattern(reading.text),
+            end_reason=reason,
+            continuation_of=state.continuation_of,
+        )
+
+    def _snapshot(
+        self,
+        frame_time: float,
+        frame_number: int,
+        confirmed: list[TrackReport],
+        provisional: list[TrackReport],
+        ended: list[TrackReport],
+        suppressed: list[TrackReport],
+    ) -> TrackerUpdate:
+        return TrackerUpdate(
+            frame_time=frame_time,
+            frame_number=frame_number,
+            tracks=tuple(s.track for s in self._states if s.confirmed),
+            tentative=tuple(s.track for s in self._states if not s.confirmed),
+            confirmed=tuple(confirmed),
+            provisional=tuple(provisional),
+            ended=tuple(ended),
+            suppressed=tuple(suppressed),
+        )

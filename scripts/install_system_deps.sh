@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Install the Debian packages anprd's tests and tools need: a GStreamer RTSP server (for the live
+# source tests, run by scripts/rtsp_server.py under the system python3) and the TrueType fonts the
+# synthetic plate generator renders with. Idempotent: does nothing when everything is installed.
+set -euo pipefail
+
+packages=(
+    # RTSP test server (scripts/rtsp_server.py) and the decoders it needs
+    gir1.2-gst-rtsp-server-1.0
+    python3-gi
+    gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-ugly
+    gstreamer1.0-tools
+    gstreamer1.0-libav
+    # Plate fonts (see shared/FINDINGS.md, Fonts)
+    fonts-opendin
+    fonts-bebas-neue
+    fonts-roboto-unhinted
+    fonts-liberation
+    fonts-urw-base35
+    fonts-dejavu-extra
+    fonts-open-sans
+    fonts-clear-sans
+    fonts-b612
+    fonts-croscore
+    fonts-freefont-ttf
+    fonts-dejavu-core
+    fonts-league-spartan
+    fonts-allerta
+    fonts-jetbrains-mono
+    fonts-texgyre
+)
+
+fail() {
+    echo "install_system_deps.sh: $*" >&2
+    exit 1
+}
+
+command -v dpkg-query >/dev/null 2>&1 || fail "dpkg-query not found: this script needs a Debian-based system"
+
+missing=()
+for package in "${packages[@]}"; do
+    # "install ok installed" is the only status that means the package is fully usable
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    if [[ "$status" != "install ok installed" ]]; then
+        missing+=("$package")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install_system_deps.sh: all ${#packages[@]} packages already installed"
+    exit 0
+fi
+
+command -v apt-get >/dev/null 2>&1 || fail "apt-get not found; install manually: ${missing[*]}"
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || fail "not root and sudo not found; run as root to install: ${missing[*]}"
+    sudo_cmd=(sudo)
+fi
+
+echo "install_system_deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq >/dev/null || fail "apt-get update failed"
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || fail "apt-get install failed for: ${missing[*]}"
+echo "install_system_deps.sh: done"

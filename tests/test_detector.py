@@ -1,0 +1,119 @@
+"""Detection with the committed model: pyramid, grouping, crops, and plates found in generated scenes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anprd.config.detector import DetectorConfig
+from anprd.ctc import normalise_plate
+from anprd.detector import ModelError, PlateDetector, group_hits, pyramid_scales, read_crop_window
+from anprd.types import Box
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "models" / "anprd-v1"
+
+
+@pytest.fixture(scope="module")
+def detector() -> PlateDetector:
+    return PlateDetector(MODEL, DetectorConfig())
+
+
+def test_pyramid_brings_every_plate_width_into_the_window():
+    config = DetectorConfig(min_plate_width=60, max_plate_width=600)
+    scales = pyramid_scales(720, 1280, config)
+    assert scales == sorted(scales, reverse=True)
+    np.testing.assert_allclose(np.array(scales[:-1]) / np.array(scales[1:]), config.pyramid_step)
+    for width in (60, 100, 250, 600):  # some level puts the plate near the trained 60-80% band
+        assert min(abs(width * s / 128 - 0.7) for s in scales) < 0.2
+
+
+def test_pyramid_on_a_tiny_image_still_looks_once():
+    assert len(pyramid_scales(40, 90, DetectorConfig())) == 1
+
+
+def test_grouping_joins_overlapping_hits_only():
+    boxes = np.array([[10, 10, 110, 35], [12, 11, 112, 36], [300, 50, 380, 90], [302, 52, 381, 91.0]])
+    groups = group_hits(boxes, np.array([0.995, 0.999, 0.992, 0.991]), 0.3)
+    assert sorted(sorted(g.tolist()) for g in groups) == [[0, 1], [2, 3]]
+    assert groups[0].tolist() == [0, 1]  # the group with the best hit comes first
+
+
+def test_crop_window_centres_the_plate_at_70_percent():
+    gray = np.zeros((400, 600), np.uint8)
+    window, (x, y, sx, sy) = read_crop_window(gray, (200, 180, 340, 210))
+    assert window.shape == (64, 128)
+    x0, x1 = (200 - x) * sx, (340 - x) * sx
+    assert (x1 - x0) / 128 == pytest.approx(0.7, abs=0.02)
+    assert (x0 + x1) / 2 == pytest.approx(64, abs=1.5)
+
+
+def test_plates_found_and_read_in_generated_scenes(detector):
+    from train.fonts import available_fonts
+    from train.gen import Backgrounds, builtin_background_dirs, sample_scene
+
+    rng = np.random.default_rng(2024)
+    fonts = available_fonts()
+    backgrounds = Backgrounds(builtin_background_dirs(), rng)
+    plates = found = read = false_positives = 0
+    for _ in range(8):
+        image, truth = sample_scene(rng, backgrounds, fonts, size=(640, 400), plate_width=(90, 200),
+                                    difficulty=0.3)
+        detections = detector.detect(image)
+        matched = set()
+        for (x, y, w, h), text in truth:
+            plates += 1
+            best = max(detections, key=lambda d: d.box.iou(Box(x, y, w, h)), default=None)
+            if best is not None and best.box.iou(Box(x, y, w, h)) >= 0.3:
+                found += 1
+                matched.add(id(best))
+                read += normalise_plate(best.text) == text
+        false_positives += sum(id(d) not in matched for d in detections)
+    assert plates >= 12
+    assert found / plates >= 0.8, (found, plates)
+    assert read / plates >= 0.6, (read, plates)
+    assert false_positives <= plates // 4
+
+
+def test_detections_carry_candidates_and_posteriors(detector):
+    from train.fonts import available_fonts
+    from train.gen import Backgrounds, builtin_background_dirs, sample_scene
+
+    rng = np.random.default_rng(7)
+    backgrounds = Backgrounds(builtin_background_dirs(), rng)
+    for _ in range(5):
+        image, _ = sample_scene(rng, backgrounds, available_fonts(), size=(480, 320), max_plates=1,
+                                plate_width=(110, 160), difficulty=0.2)
+        detections = detector.detect(image)
+        if detections:
+            break
+    assert detections, "no plate found in five easy scenes"
+    det = detections[0]
+    assert det.candidates and det.candidates[0].text == det.text
+    assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:]))
+    assert det.char_probs.shape == (32, 37)
+    np.testing.assert_allclose(det.char_probs.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_no_plates_in_an_empty_image(detector):
+    assert detector.detect(np.full((360, 640, 3), 128, np.uint8)) == []
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((100, 100), np.float32),
+                                 np.zeros((10, 10, 3, 2), np.uint8)])
+def test_strange_images_are_refused(detector, bad):
+    with pytest.raises(ValueError, match="8-bit"):
+        detector.detect(bad)
+
+
+def test_missing_and_corrupt_models_are_named(tmp_path):
+    with pytest.raises(ModelError, match="model not found"):
+        PlateDetector.from_config(DetectorConfig(model=str(tmp_path / "nothing")))
+    broken = tmp_path / "broken"
+    shutil.copytree(MODEL, broken)
+    (broken / "weights.weights.h5").write_bytes(b"not a weights file")
+    with pytest.raises(ModelError, match="weights.weights.h5"):
+        PlateDetector(broken, DetectorConfig())

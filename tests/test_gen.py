@@ -1,0 +1,137 @@
+"""The synthetic generator: the seed's presence rule holds on every generated label."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from train.fonts import available_fonts
+from train.gen import (
+    NEGATIVE_KINDS,
+    Backgrounds,
+    builtin_background_dirs,
+    presence_label,
+    random_plate_spec,
+    render_plate,
+    sample_scene,
+    sample_window,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fonts() -> list[Path]:
+    return available_fonts()
+
+
+@pytest.fixture(scope="module")
+def backgrounds() -> Backgrounds:
+    return Backgrounds(builtin_background_dirs(), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(("box", "expected"), [
+    ((10, 10, 100, 40), True),           # 70% wide, inside
+    ((-1, 10, 90, 40), False),           # crosses the left edge
+    ((10, 10, 120, 40), False),          # 86% wide: too big
+    ((10, 4, 60, 62), False),            # 90.6% tall: too big
+    ((10, 10, 80, 40), False),           # 55% wide and 47% tall: too small
+    ((10, 10, 50, 50), True),            # 31% wide but 62.5% tall: big enough
+    ((0, 0, 102.3, 55.9), True),         # just under both limits, touching the corner
+])
+def test_presence_rule_cases(box, expected):
+    assert presence_label(box) is expected
+
+
+def test_generated_labels_follow_the_presence_rule(fonts, backgrounds):
+    rng = np.random.default_rng(11)
+    kinds = set()
+    for _ in range(300):
+        s = sample_window(rng, backgrounds, fonts, difficulty=1.0)
+        kinds.add(s.kind)
+        assert s.image.shape == (64, 128) and s.image.dtype == np.uint8
+        if s.kind == "absent":
+            assert not s.present and s.text == ""
+            continue
+        assert s.present == presence_label(s.box), (s.kind, s.box)
+        assert s.present == (s.kind == "positive")
+        if s.present:
+            assert 1 <= len(s.text) <= 10 and s.text.isalnum() and s.text.isupper() or s.text.isdigit()
+        else:
+            assert s.text == ""
+    assert kinds == {"positive", *NEGATIVE_KINDS}
+
+
+def test_positive_boxes_cover_the_rendered_plate(fonts, backgrounds):
+    """The label box must be where the plate is: plate pixels differ from a plate-free render."""
+    rng = np.random.default_rng(3)
+    checked = 0
+    while checked < 20:
+        state = rng.bit_generator.state
+        s = sample_window(rng, backgrounds, fonts, difficulty=0.0, positive_fraction=1.0)
+        if not s.present:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in s.box)
+        inside = s.image[max(0, y0):y1, max(0, x0):x1].astype(float)
+        assert inside.std() > 5, "a plate with text should have contrast inside its box"
+        checked += 1
+        del state
+
+
+def test_plate_families_and_lengths(fonts):
+    rng = np.random.default_rng(5)
+    lengths = {len(random_plate_spec(rng).text) for _ in range(2000)}
+    assert min(lengths) <= 3 and max(lengths) >= 9  # 1-10 characters, not a fixed 7
+    for family in ("uk", "eu", "us"):
+        spec = random_plate_spec(rng, family)
+        canvas, corners = render_plate(spec, str(fonts[0]), 40, rng)
+        assert canvas.ndim == 2 and canvas.shape[0] >= 40
+        plate_w = corners[1, 0] - corners[0, 0]
+        assert plate_w / 40 == pytest.approx(2.0 if family == "us" else 4.7, rel=0.1)
+
+
+def test_backgrounds_never_show_a_boxed_plate(tmp_path):
+    """A folder's boxes.tsv marks real plates; crops must avoid them."""
+    image = np.full((400, 600), 40, np.uint8)
+    image[150:250, 200:400] = 255  # the "plate"
+    cv2.imwrite(str(tmp_path / "street.png"), image)
+    (tmp_path / "boxes.tsv").write_text("# file\tx\ty\tw\th\nstreet.png\t200\t150\t200\t100\n")
+    bgs = Backgrounds([tmp_path], np.random.default_rng(0), procedural_fraction=0.0)
+    for _ in range(200):
+        crop = bgs.crop(128, 64)
+        assert crop.max() < 200
+
+
+def test_scene_labels_match_plates(fonts, backgrounds):
+    rng = np.random.default_rng(9)
+    image, plates = sample_scene(rng, backgrounds, fonts, size=(640, 360))
+    assert image.shape == (360, 640, 3) and plates
+    for (x, y, w, h), text in plates:
+        assert 0 <= x and 0 <= y and x + w <= 640 and y + h <= 360
+        assert image[y:y + h, x:x + w].std() > 5 and text.isalnum()
+
+
+def test_cli_writes_windows_and_labels(tmp_path):
+    out = tmp_path / "look"
+    result = subprocess.run([sys.executable, "-m", "train.gen", "--count", "12", "--out", str(out),
+                             "--seed", "4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(open(out / "labels.tsv"), delimiter="\t"))[1:]
+    assert len(rows) == 12
+    for name, present, text, kind, *box in rows:
+        assert cv2.imread(str(out / name), cv2.IMREAD_GRAYSCALE).shape == (64, 128)
+        assert (present == "1") == presence_label(tuple(map(float, box))) or kind == "absent"
+
+
+def test_cli_rejects_a_missing_background_folder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train.gen", "--count", "1", "--out", str(tmp_path),
+                             "--backgrounds", str(tmp_path / "nope")], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert "nope" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,303 @@
+"""Publisher and subscriber over real ZeroMQ sockets on loopback (tcp) and ipc."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import zmq
+
+from anprd.config.publisher import PublisherConfig
+from anprd.events import EventSequencer
+from anprd.publisher import EventPublisher, PublisherError, Topic, topic_for
+from anprd.subscriber import EventDecodeError, EventSubscriber, subscribe_command
+from anprd.types import Box, Candidate, PlateEvent
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema" / "plate_event.schema.json"
+PROBE = "PROBE"  # plate of the events sent until a subscriber is known to be connected
+DEADLINE_S = 20.0  # generous: the machine is shared with a training job
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def make_event(sequence: int, camera_id: str = "cam1", plate: str = "AB12CDE") -> PlateEvent:
+    return PlateEvent(
+        event_id=str(uuid.uuid4()),
+        sequence=sequence,
+        camera_id=camera_id,
+        plate=plate,
+        confidence=0.9,
+        candidates=(Candidate(plate, 0.9),),
+        box=Box(10, 20, 100, 25),
+        first_seen=1_714_564_800.0,
+        last_seen=1_714_564_801.0,
+        first_frame=sequence,
+        last_frame=sequence + 5,
+        frames_seen=6,
+    )
+
+
+def publisher_on_random_port(context: zmq.Context, **settings: Any) -> EventPublisher:
+    return EventPublisher(PublisherConfig(endpoint="tcp://127.0.0.1:*", **settings), context)
+
+
+def wait_connected(
+    publisher: EventPublisher, subscribers: list[EventSubscriber], camera_id: str = "cam1"
+) -> None:
+    """Publish probes until every subscriber got one (the slow joiner loses early messages)."""
+    waiting = list(subscribers)
+    deadline = time.monotonic() + DEADLINE_S
+    while waiting:
+        assert time.monotonic() < deadline, "subscribers never connected"
+        publisher.publish(make_event(1, camera_id, PROBE))
+        waiting = [s for s in waiting if not _got_probe(s)]
+
+
+def _got_probe(subscriber: EventSubscriber) -> bool:
+    while (event := subscriber.recv(0.05)) is not None:
+        if event["plate"] == PROBE:
+            return True
+    return False
+
+
+def receive(subscriber: EventSubscriber, count: int) -> list[dict[str, Any]]:
+    """The next `count` non-probe events (fails if one takes longer than the deadline)."""
+    events: list[dict[str, Any]] = []
+    while len(events) < count:
+        event = subscriber.recv(DEADLINE_S)
+        assert event is not None, f"only {len(events)} of {count} events arrived"
+        if event["plate"] != PROBE:
+            events.append(event)
+    return events
+
+
+def test_events_arrive_in_order_and_validate(
+    context: zmq.Context, validator: jsonschema.Draft202012Validator
+) -> None:
+    with publisher_on_random_port(context) as publisher:
+        assert publisher.endpoint.startswith("tcp://127.0.0.1:")
+        with EventSubscriber(publisher.endpoint, context=context) as subscriber:
+            wait_connected(publisher, [subscriber])
+            probes = publisher.events_published
+            sequencer = EventSequencer()
+            sent = [make_event(sequencer.next()) for _ in range(25)]
+            for event in sent:
+                publisher.publish(event)
+            received = receive(subscriber, 25)
+    assert [e["sequence"] for e in received] == list(range(1, 26))
+    assert [e["event_id"] for e in received] == [e.event_id for e in sent]
+    for event in received:
+        validator.validate(event)
+    assert publisher.events_published == probes + 25
+
+
+def test_topic_filter_by_camera(context: zmq.Context) -> None:
+    with publisher_on_random_port(context) as publisher:
+        only_cam1 = EventSubscriber(publisher.endpoint, "cam1", context=context)
+        everything = EventSubscriber(publisher.endpoint, context=context)
+        wait_connected(publisher, [only_cam1, everything])
+        cameras = ["cam1", "cam10", "cam2", "cam1", "cam10", "cam1"]  # cam10 shares the prefix
+        for sequence, camera in enumerate(cameras, start=1):
+            publisher.publish(make_event(sequence, camera))
+        publisher.publish(make_event(99, "cam1", "END0000"))
+        # Messages keep their order, so everything before the end marker has been seen.
+        got = receive(only_cam1, 4)
+        assert [e["camera_id"] for e in got] == ["cam1"] * 3 + ["cam1"]
+        assert [e["sequence"] for e in got] == [1, 4, 6, 99]
+        assert [e["camera_id"] for e in receive(everything, 7)] == [*cameras, "cam1"]
+        only_cam1.stop()
+        everything.stop()
+    assert topic_for("cam1") == f"{Topic.PLATE}.cam1" == "plate.cam1"
+
+
+def test_burst_of_5000_events_all_arrive(context: zmq.Context) -> None:
+    config_hwm = 100_000
+    publisher = publisher_on_random_port(context, sndhwm=config_hwm)
+    subscriber = EventSubscriber(publisher.endpoint, context=context, rcvhwm=config_hwm)
+    with publisher, subscriber:
+        wait_connected(publisher, [subscriber])
+        events = [make_event(n) for n in range(1, 5001)]
+        for event in events:
+            publisher.publish(event)
+        received = receive(subscriber, 5000)
+    assert [e["sequence"] for e in received] == list(range(1, 5001))
+
+
+def test_ipc_endpoint(context: zmq.Context, tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path / 'events.sock'}"
+    assert len(endpoint) - len("ipc://") <= 107, "ipc paths are limited to 107 characters"
+    publisher = EventPublisher(PublisherConfig(endpoint=endpoint), context)
+    with publisher, EventSubscriber(endpoint, context=context) as subscriber:
+        wait_connected(publisher, [subscriber])
+        publisher.publish(make_event(7))
+        (event,) = receive(subscriber, 1)
+    assert event["sequence"] == 7
+
+
+def test_connect_mode_reaches_a_bound_subscriber(context: zmq.Context) -> None:
+    sink = context.socket(zmq.SUB)
+    sink.setsockopt(zmq.SUBSCRIBE, b"plate.")
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    config = PublisherConfig(endpoint=f"tcp://127.0.0.1:{port}", mode="connect")
+    with EventPublisher(config, context) as publisher:
+        deadline = time.monotonic() + DEADLINE_S
+        while not sink.poll(50):
+            assert time.monotonic() < deadline
+            publisher.publish(make_event(1))
+        topic, data = sink.recv_multipart()
+    assert topic == b"plate.cam1" and json.loads(data)["camera_id"] == "cam1"
+
+
+def test_bind_failure_names_the_endpoint(
+    context: zmq.Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = context.socket(zmq.PUB)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    with (
+        caplog.at_level(logging.ERROR, logger="anprd.publisher"),
+        pytest.raises(PublisherError, match=endpoint),
+    ):
+        EventPublisher(PublisherConfig(endpoint=endpoint), context)
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert endpoint in caplog.records[0].getMessage()
+
+
+def test_spool_is_written_before_sending(context: zmq.Context, tmp_path: Path) -> None:
+    spool = tmp_path / "spool" / "events.jsonl"
+    publisher = publisher_on_random_port(context, spool_path=spool)
+    with publisher, EventSubscriber(publisher.endpoint, context=context) as subscriber:
+        wait_connected(publisher, [subscriber])
+        for n in range(1, 11):
+            publisher.publish(make_event(n))
+            (event,) = receive(subscriber, 1)
+            lines = spool.read_text().splitlines()
+            # Already on disk when it reached the subscriber.
+            assert json.loads(lines[-1])["event_id"] == event["event_id"]
+    spooled = [json.loads(line) for line in spool.read_text().splitlines()]
+    assert [e["sequence"] for e in spooled if e["plate"] != PROBE] == list(range(1, 11))
+
+
+def test_spool_rotates_by_size_without_losing_events(
+    context: zmq.Context, tmp_path: Path, validator: jsonschema.Draft202012Validator
+) -> None:
+    spool = tmp_path / "events.jsonl"
+    settings = {"spool_path": spool, "spool_max_bytes": 1024, "spool_backups": 50}
+    with publisher_on_random_port(context, **settings) as publisher:
+        for n in range(1, 31):  # nobody listening: the spool still has every event
+            publisher.publish(make_event(n))
+    files = sorted(tmp_path.glob("events.jsonl.*"), key=lambda p: -int(p.suffix[1:])) + [spool]
+    assert len(files) > 2
+    assert all(path.stat().st_size <= 1024 for path in files)
+    events = [json.loads(line) for path in files for line in path.read_text().splitlines()]
+    assert [e["sequence"] for e in events] == list(range(1, 31))
+    validator.validate(events[0])
+
+
+def test_stopped_publisher_refuses_to_send(context: zmq.Context) -> None:
+    publisher = publisher_on_random_port(context)
+    publisher.stop()
+    publisher.stop()  # idempotent
+    with pytest.raises(PublisherError, match="stopped"):
+        publisher.publish(make_event(1))
+
+
+def test_recv_times_out_instead_of_blocking(context: zmq.Context) -> None:
+    with EventSubscriber("tcp://127.0.0.1:9", context=context) as subscriber:
+        assert subscriber.recv(0.05) is None
+        assert subscriber.recv(0) is None
+
+
+def test_malformed_message_raises(context: zmq.Context) -> None:
+    raw = context.socket(zmq.PUB)
+    port = raw.bind_to_random_port("tcp://127.0.0.1")
+    with EventSubscriber(f"tcp://127.0.0.1:{port}", "cam1", context=context) as subscriber:
+        deadline = time.monotonic() + DEADLINE_S
+        while subscriber.recv(0.05) is None:
+            assert time.monotonic() < deadline
+            raw.send_multipart([b"plate.cam1", b"{}"])
+        while subscriber.recv(0.05) is not None:  # drain the other probes
+            pass
+        raw.send_multipart([b"plate.cam1", b"not json"])
+        with pytest.raises(EventDecodeError, match="not JSON"):
+            subscriber.recv(DEADLINE_S)
+
+
+def _run_command(**arguments: Any) -> tuple[threading.Thread, list[int]]:
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(subscribe_command(**arguments)))
+    thread.start()
+    return thread, result
+
+
+def _decode_stream(text: str) -> list[dict[str, Any]]:
+    decoder, position, events = json.JSONDecoder(), 0, []
+    while text[position:].strip():
+        while text[position].isspace():
+            position += 1
+        event, position = decoder.raw_decode(text, position)
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_subscribe_command_prints_filtered_events(
+    context: zmq.Context,
+    capsys: pytest.CaptureFixture[str],
+    validator: jsonschema.Draft202012Validator,
+    pretty: bool,
+) -> None:
+    with publisher_on_random_port(context) as publisher:
+        thread, result = _run_command(
+            endpoint=publisher.endpoint,
+            camera_id="cam1",
+            pretty=pretty,
+            max_events=3,
+            timeout_s=DEADLINE_S,
+        )
+        sequence = 0
+        while thread.is_alive():  # keep publishing until it has printed 3 (slow joiner)
+            sequence += 1
+            publisher.publish(make_event(sequence, "cam2"))
+            publisher.publish(make_event(sequence, "cam1"))
+            thread.join(timeout=0.02)
+    assert result == [0]
+    out = capsys.readouterr().out
+    events = _decode_stream(out)
+    assert len(events) == 3
+    if pretty:
+        assert len(out.splitlines()) > 3
+    else:  # one event per line
+        assert [json.loads(line) for line in out.splitlines()] == events
+    sequences = [e["sequence"] for e in events]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 3
+    for event in events:
+        assert event["camera_id"] == "cam1"
+        validator.validate(event)
+
+
+def test_subscribe_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    silent = "tcp://127.0.0.1:9"  # nothing publishes there
+    assert subscribe_command(silent, None, False, max_events=1, timeout_s=0.1) == 1
+    assert subscribe_command(silent, "cam1", False, max_events=None, timeout_s=0.1) == 0
+    assert subscribe_command("bogus://x", None, False, max_events=1, timeout_s=0.1) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "bogus://x" in captured.err

@@ -1,0 +1,456 @@
+"""CTC likelihoods, fusion across frames, and the tracker on synthetic detection sequences."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from anprd.config.tracker import TrackerConfig
+from anprd.ctc import ALPHABET, BLANK
+from anprd.ctc_fusion import (
+    CandidateFusion,
+    ctc_log_likelihood,
+    ctc_log_likelihoods,
+    fuse_detections,
+)
+from anprd.tracker import (
+    AlphaBetaFilter,
+    EndReason,
+    StaticFilter,
+    Tracker,
+    TrackerUpdate,
+    TrackReport,
+    normalized_edit_distance,
+)
+from anprd.types import Box, Candidate, Detection
+
+COLUMNS = 32
+CLASSES = len(ALPHABET) + 1
+FPS = 10.0
+
+
+# --- synthetic reader output ------------------------------------------------------------------
+
+
+def posteriors(
+    text: str,
+    confusions: dict[int, tuple[str, float]] | None = None,
+    *,
+    sharpness: float = 0.9,
+    columns: int = COLUMNS,
+) -> np.ndarray:
+    """One-hot-ish CTC posteriors reading `text`: character i at column 3i+1, blanks elsewhere.
+
+    confusions: {position: (other character, its probability)}; the true character then keeps
+    `sharpness - probability`.
+    """
+    probs = np.full((columns, CLASSES), (1 - sharpness) / (CLASSES - 1))
+    probs[:, BLANK] = sharpness
+    for position, symbol in enumerate(text):
+        column = 3 * position + 1
+        probs[column] = (1 - sharpness) / (CLASSES - 1)
+        truth = sharpness
+        if confusions and position in confusions:
+            other, other_prob = confusions[position]
+            probs[column, ALPHABET.index(other)] = other_prob
+            truth = sharpness - other_prob
+        probs[column, ALPHABET.index(symbol)] = truth
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs.astype(np.float32)
+
+
+def detection(
+    x: float,
+    y: float,
+    text: str,
+    *,
+    confusions: dict[int, tuple[str, float]] | None = None,
+    candidates: Sequence[tuple[str, float]] | None = None,
+    with_probs: bool = True,
+    pattern: str | None = None,
+    w: float = 100.0,
+    h: float = 25.0,
+) -> Detection:
+    """A detection whose best text is the argmax reading of its posteriors."""
+    probs = posteriors(text, confusions) if with_probs else None
+    best = text
+    if confusions:
+        chars = list(text)
+        for position, (other, other_prob) in confusions.items():
+            if other_prob > 0.9 - other_prob:
+                chars[position] = other
+        best = "".join(chars)
+    listed = tuple(Candidate(t, c) for t, c in (candidates or [(best, 0.8)]))
+    return Detection(
+        box=Box(x, y, w, h),
+        presence=0.99,
+        text=best,
+        confidence=listed[0].confidence if listed else 0.0,
+        candidates=listed,
+        char_probs=probs,
+        pattern=pattern,
+    )
+
+
+def unread(x: float, y: float, marker: str) -> Detection:
+    """A plate found but not read (no text, no posteriors); `marker` (as pattern) tells cars apart."""
+    return Detection(
+        box=Box(x, y, 100.0, 25.0), presence=0.9, text="", confidence=0.0, pattern=marker
+    )
+
+
+def run(
+    tracker: Tracker, frames: Iterable[Sequence[Detection]], start: int = 0
+) -> list[TrackerUpdate]:
+    """Feed frames at FPS and return every update."""
+    return [
+        tracker.update(list(detections), frame_time=1_700_000_000.0 + n / FPS, frame_number=n)
+        for n, detections in enumerate(frames, start=start)
+    ]
+
+
+def ended(updates: Iterable[TrackerUpdate]) -> list[TrackReport]:
+    return [report for update in updates for report in update.ended]
+
+
+def finish(tracker: Tracker, updates: list[TrackerUpdate], idle_frames: int = 30) -> None:
+    """Feed empty frames until every track has ended (no flush: the loss rules must do it)."""
+    start = updates[-1].frame_number + 1
+    updates.extend(run(tracker, [[] for _ in range(idle_frames)], start=start))
+    assert not tracker.live_tracks
+
+
+# --- CTC forward algorithm --------------------------------------------------------------------
+
+
+def _collapse(path: Iterable[int]) -> str:
+    out, previous = [], None
+    for symbol in path:
+        if symbol != previous and symbol != BLANK:
+            out.append(ALPHABET[symbol])
+        previous = symbol
+    return "".join(out)
+
+
+def _brute_force(probs: np.ndarray, support: Sequence[int]) -> dict[str, float]:
+    """P(text) for every text, summing all alignments over the classes in `support`."""
+    totals: dict[str, float] = {}
+    for path in itertools.product(support, repeat=probs.shape[0]):
+        p = float(np.prod(probs[np.arange(len(path)), list(path)]))
+        text = _collapse(path)
+        totals[text] = totals.get(text, 0.0) + p
+    return totals
+
+
+def test_ctc_matches_brute_force_on_tiny_posteriors() -> None:
+    rng = np.random.default_rng(1)
+    support = [ALPHABET.index("A"), ALPHABET.index("B"), ALPHABET.index("1"), BLANK]
+    probs = np.zeros((5, CLASSES))
+    probs[:, support] = rng.dirichlet(np.ones(len(support)), size=5)
+    truth = _brute_force(probs, support)
+    assert sum(truth.values()) == pytest.approx(1.0)
+    for text in ["", "A", "AA", "AB", "BA", "A1B", "AAA", "ABA1B", "AB1AB"]:
+        expected = math.log(truth[text]) if truth.get(text, 0.0) > 0 else -math.inf
+        assert ctc_log_likelihood(text, probs) == pytest.approx(expected, rel=1e-9)
+    # Too long for 5 columns (a repeat needs a blank between): impossible.
+    assert ctc_log_likelihood("AAAA", probs) == -math.inf
+    assert ctc_log_likelihood("AB1AB1", probs) == -math.inf
+
+
+def test_ctc_matches_brute_force_on_dense_posteriors() -> None:
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(CLASSES), size=3)
+    truth = _brute_force(probs, range(CLASSES))
+    likely = sorted(truth, key=truth.__getitem__, reverse=True)[:6]
+    texts = [*likely, "", "7", "ZZ", "Q0Q"]
+    batched = ctc_log_likelihoods(texts, probs)
+    for text, value in zip(texts, batched, strict=True):
+        assert value == pytest.approx(math.log(truth[text]), rel=1e-9)
+        assert ctc_log_likelihood(text, probs) == pytest.approx(value)
+
+
+def test_ctc_batched_over_frames_equals_one_at_a_time() -> None:
+    frames = np.stack([posteriors("AB12CDE"), posteriors("XY98ZZZ"), posteriors("AB12CDF")])
+    texts = ["AB12CDE", "XY98ZZZ", "AB12CD", ""]
+    matrix = ctc_log_likelihoods(texts, frames)
+    assert matrix.shape == (3, 4)
+    for f in range(3):
+        for k, text in enumerate(texts):
+            assert matrix[f, k] == pytest.approx(ctc_log_likelihood(text, frames[f]))
+    assert matrix[0, 0] > matrix[0, 2] and matrix[1, 1] > matrix[1, 0]
+
+
+def test_ctc_is_stable_where_probabilities_underflow() -> None:
+    # Each column is "A" or blank with 1/2: P("A") = C(T+1, 2) / 2^T, ~1e-600 for T = 2000.
+    columns = 2000
+    probs = np.zeros((columns, CLASSES))
+    probs[:, ALPHABET.index("A")] = 0.5
+    probs[:, BLANK] = 0.5
+    expected = math.log(columns * (columns + 1) / 2) - columns * math.log(2)
+    assert ctc_log_likelihood("A", probs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ctc_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="alphabet"):
+        ctc_log_likelihood("AB-12", posteriors("AB12"))
+    with pytest.raises(ValueError, match="char_probs"):
+        ctc_log_likelihood("AB", np.ones((COLUMNS, 10)))
+    with pytest.raises(ValueError, match="non-negative"):
+        ctc_log_likelihood("AB", -posteriors("AB"))
+
+
+# --- fusion -----------------------------------------------------------------------------------
+
+TRUTH = "AB12CDE"
+# Three frames, each misreading a different character, each still giving the truth 0.35.
+MISREADS = [{6: ("F", 0.55)}, {1: ("8", 0.55)}, {5: ("0", 0.55)}]
+
+
+def _misread_frames(x0: float = 100.0) -> list[Detection]:
+    frames = []
+    for n, confusion in enumerate(MISREADS):
+        misread = detection(x0, 100.0 + 5 * n, TRUTH, confusions=confusion)
+        frames.append(
+            Detection(
+                box=misread.box,
+                presence=misread.presence,
+                text=misread.text,
+                confidence=0.5,
+                candidates=(Candidate(misread.text, 0.5), Candidate(TRUTH, 0.32)),
+                char_probs=misread.char_probs,
+            )
+        )
+    return frames
+
+
+def test_fusion_beats_majority_vote() -> None:
+    frames = _misread_frames()
+    texts = [d.text for d in frames]
+    assert TRUTH not in texts and len(set(texts)) == 3  # every frame misread, differently
+    vote = Counter(texts).most_common(1)[0][0]
+    assert vote != TRUTH
+    fused = fuse_detections(frames)
+    assert fused.text == TRUTH
+    assert fused.confidence > 0.5
+    assert fused.candidates[0] == Candidate(TRUTH, fused.confidence)
+
+
+def test_fusion_beats_majority_vote_through_the_tracker() -> None:
+    tracker = Tracker(TrackerConfig(min_frames=3))
+    updates = run(tracker, [[d] for d in _misread_frames()])
+    finish(tracker, updates)
+    (report,) = ended(updates)
+    assert report.reading.text == TRUTH
+
+
+def test_fusion_falls_back_to_listed_confidences_without_posteriors() -> None:
+    frames = [
+        detection(
+            0, 0, "AB12CDE", with_probs=False, candidates=[("AB12CDF", 0.5), ("AB12CDE", 0.4)]
+        ),
+        detection(
+            0, 0, "AB12CDE", with_probs=False, candidates=[("AB12CDE", 0.6), ("AB12CDF", 0.3)]
+        ),
+        detection(0, 0, "AB12CDE", with_probs=False, candidates=[("A812CDE", 0.7)]),
+    ]
+    fused = fuse_detections(frames, top_n=2)
+    assert fused.text == "AB12CDE"
+    assert len(fused.candidates) == 2
+    confidences = [c.confidence for c in fused.candidates]
+    assert confidences == sorted(confidences, reverse=True) and sum(confidences) <= 1 + 1e-9
+
+
+def test_fusion_caps_frames_and_candidates() -> None:
+    fusion = CandidateFusion(max_frames=3, max_candidates=2, top_n=5)
+    confidences = [0.9, 0.2, 0.8, 0.3, 0.7]
+    for n, confidence in enumerate(confidences):
+        fusion.add(
+            detection(0, 0, TRUTH, candidates=[(TRUTH, confidence), (f"AB12CD{n}", confidence / 2)])
+        )
+    assert [d.confidence for d in fusion.detections] == [0.9, 0.8, 0.7]  # most confident, in order
+    reading = fusion.reading()
+    assert reading.text == TRUTH and len(reading.candidates) <= 2
+
+
+# --- tracker ----------------------------------------------------------------------------------
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValidationError, match="provisional_after_frames"):
+        TrackerConfig(min_frames=3, provisional_after_frames=2)
+    with pytest.raises(ValidationError):
+        TrackerConfig(max_mises=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        TrackerConfig(max_age_s=0)
+
+
+def test_track_ids_belong_to_each_tracker() -> None:
+    first, second = Tracker(TrackerConfig()), Tracker(TrackerConfig())
+    run(first, [[detection(0, 0, "AB12CDE")]])
+    run(second, [[detection(0, 0, "AB12CDE")]])
+    assert first.live_tracks[0].track_id == second.live_tracks[0].track_id == 1
+
+
+def test_two_crossing_cars_keep_their_ids_and_plates() -> None:
+    tracker = Tracker(TrackerConfig())
+    frames = [
+        [detection(30.0 * n, 200.0, "AB12CDE"), detection(600.0 - 30.0 * n, 206.0, "XY98ZZZ")]
+        for n in range(21)  # the boxes coincide at n = 10
+    ]
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    reports = ended(updates)
+    assert sorted(r.reading.text for r in reports) == ["AB12CDE", "XY98ZZZ"]
+    for report in reports:
+        assert report.track.frames_seen == 21
+        assert {d.text for d in report.track.detections} == {report.reading.text}
+        assert report.end_reason is EndReason.LOST
+
+
+def test_two_crossing_unread_plates_are_kept_apart_by_motion() -> None:
+    # Same row, no text: only the velocity tells them apart. Just after they cross, each car's
+    # detection is nearer the *other* car's last box, so a tracker without motion swaps them.
+    def frames() -> list[list[Detection]]:
+        return [
+            [unread(30.0 * n, 200.0, "A"), unread(615.0 - 30.0 * n, 200.0, "B")] for n in range(21)
+        ]
+
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, frames())
+    assert len(updates[-1].tracks) == 2
+    for track in updates[-1].tracks:
+        assert len({d.pattern for d in track.detections}) == 1  # never took the other car's box
+    finish(tracker, updates)
+    assert not ended(updates)  # nothing readable, nothing reported
+    assert len([r for u in updates for r in u.suppressed]) == 2
+
+    static = Tracker(TrackerConfig(), motion_filter_factory=StaticFilter)
+    swapped = run(static, frames())[-1].tracks
+    assert any(len({d.pattern for d in track.detections}) == 2 for track in swapped)
+
+
+def test_occlusion_gap_gives_one_event() -> None:
+    tracker = Tracker(TrackerConfig(max_misses=10))
+    frames: list[list[Detection]] = []
+    for n in range(25):
+        hidden = 10 <= n < 15
+        frames.append([] if hidden else [detection(20.0 * n, 300.0 + 4.0 * n, "KL34MNO")])
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    (report,) = ended(updates)
+    assert report.reading.text == "KL34MNO"
+    assert (report.track.first_frame, report.track.last_frame) == (0, 24)
+    assert report.track.frames_seen == 20
+
+
+def test_lost_after_max_gap_seconds() -> None:
+    tracker = Tracker(TrackerConfig(max_misses=1000, max_gap_s=1.0))
+    updates = run(tracker, [[detection(0, 0, "KL34MNO")] for _ in range(5)])
+    updates += run(tracker, [[] for _ in range(12)], start=5)
+    (report,) = ended(updates)
+    assert report.track.last_frame == 4 and not tracker.live_tracks
+
+
+def test_stationary_car_gives_one_event() -> None:
+    tracker = Tracker(TrackerConfig(max_age_s=5.0))
+    rng = np.random.default_rng(3)
+    frames = []
+    for n in range(200):  # 20 s in view, 4 x max_age
+        x, y = 400.0 + rng.normal(0, 1.5), 300.0 + rng.normal(0, 1.0)
+        confusion = {6: ("F", 0.6)} if n % 7 == 0 else None  # occasional misreads
+        frames.append([detection(x, y, "PQ56RST", confusions=confusion)])
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    reports = ended(updates)
+    assert [r.reading.text for r in reports] == ["PQ56RST"]
+    assert reports[0].end_reason is EndReason.MAX_AGE
+    assert reports[0].track.last_frame < 60  # reported at max age, not when the car left
+    suppressed = [r for u in updates for r in u.suppressed]
+    assert len(suppressed) >= 3 and all(r.continuation_of is not None for r in suppressed)
+
+
+def test_different_car_replacing_a_parked_one_gets_its_own_event() -> None:
+    tracker = Tracker(TrackerConfig(max_age_s=5.0))
+    frames = [[detection(400.0, 300.0, "PQ56RST")] for _ in range(80)]
+    frames += [[detection(402.0, 301.0, "ZZ99YYY")] for _ in range(30)]
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["PQ56RST", "ZZ99YYY"]
+
+
+def test_similar_plates_side_by_side_give_two_events() -> None:
+    tracker = Tracker(TrackerConfig())
+    frames = []
+    for n in range(15):
+        y = 200.0 + 5.0 * n
+        frames.append(
+            [
+                detection(100.0, y, "AB12CDE", confusions={6: ("F", 0.3)}),
+                detection(260.0, y, "AB12CDF", confusions={6: ("E", 0.3)}),
+            ]
+        )
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    reports = sorted(ended(updates), key=lambda r: r.track.box.x)
+    assert [r.reading.text for r in reports] == ["AB12CDE", "AB12CDF"]
+    assert [r.track.box.x for r in reports] == [100.0, 260.0]
+
+
+def test_one_frame_false_positive_gives_no_event() -> None:
+    tracker = Tracker(TrackerConfig(min_frames=3))
+    frames: list[list[Detection]] = [[detection(50.0 + 10 * n, 400.0, "CAR1234")] for n in range(8)]
+    frames[4] = [*frames[4], detection(900.0, 50.0, "TREE777")]  # one-frame false positive
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["CAR1234"]
+    assert not [r for u in updates for r in u.suppressed]
+    assert sum(len(u.confirmed) for u in updates) == 1
+
+
+def test_confirmation_and_provisional_transitions() -> None:
+    tracker = Tracker(TrackerConfig(min_frames=2, provisional_after_frames=4))
+    updates = run(tracker, [[detection(10.0 * n, 0, "GH78IJK", pattern="uk")] for n in range(6)])
+    assert [len(u.confirmed) for u in updates] == [0, 1, 0, 0, 0, 0]
+    assert [len(u.provisional) for u in updates] == [0, 0, 0, 1, 0, 0]
+    assert [len(u.tentative) for u in updates[:2]] == [1, 0]
+    (report,) = updates[3].provisional
+    assert report.reading.text == "GH78IJK" and report.pattern == "uk"
+    assert report.track.frames_seen == 4
+    flushed = tracker.flush(frame_time=updates[-1].frame_time, frame_number=6)
+    assert [r.end_reason for r in flushed.ended] == [EndReason.FLUSHED]
+    assert not tracker.live_tracks
+
+
+def test_motion_filters_predict() -> None:
+    moving = AlphaBetaFilter(Box(0, 0, 100, 25), 0.0)
+    moving.update(Box(10, 0, 100, 25), 1.0)
+    assert moving.predict(2.0).x == pytest.approx(20.0)
+    static = StaticFilter(Box(0, 0, 100, 25), 0.0)
+    static.update(Box(10, 0, 100, 25), 1.0)
+    assert static.predict(5.0) == Box(10, 0, 100, 25)
+
+
+def test_injected_motion_filter_is_used() -> None:
+    made: list[StaticFilter] = []
+
+    def factory(box: Box, time: float) -> StaticFilter:
+        made.append(StaticFilter(box, time))
+        return made[-1]
+
+    tracker = Tracker(TrackerConfig(), motion_filter_factory=factory)
+    run(tracker, [[detection(0, 0, "AB12CDE")], [detection(5, 0, "AB12CDE")]])
+    assert len(made) == 1
+    assert tracker.predicted_boxes(99.0) == {1: Box(5, 0, 100, 25)}
+
+
+def test_normalized_edit_distance() -> None:
+    assert normalized_edit_distance("", "") == 0.0
+    assert normalized_edit_distance("AB12CDE", "AB12CDF") == pytest.approx(1 / 7)
+    assert normalized_edit_distance("B12CDE", "AB12CDE") == pytest.approx(1 / 7)
+    assert normalized_edit_distance("ABC", "") == 1.0

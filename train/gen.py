@@ -1,0 +1,723 @@
+"""Synthetic training windows: a rendered plate, posed and composited onto a real background.
+
+The seed design (matthewearl/deep-anpr) with its single font and single 7-character format replaced by
+three plate families (UK, EU, US-like) in 16 fonts and 1-10 characters, and with what real cameras add:
+perspective, motion and defocus blur, low resolution, JPEG artefacts, uneven light and shadow, night and
+infrared looks, holders, screws, dirt and partial occlusion.
+
+A window is 128x64 grayscale. It is labelled "plate present" by the seed's rule (see `presence_label`);
+negatives come in four kinds: truncated, too small, too big and absent.
+
+    python -m train.gen --count 200 --out data/look --seed 1            # windows + labels.tsv
+    python -m train.gen --scenes --count 50 --out data/synth-test --seed 7   # full images for `anprd eval`
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from anprd.ctc import ALPHABET
+from train.fonts import available_fonts
+
+__all__ = [
+    "WINDOW_H",
+    "WINDOW_W",
+    "Backgrounds",
+    "PlateSpec",
+    "WindowSample",
+    "presence_label",
+    "random_plate_spec",
+    "render_plate",
+    "sample_window",
+    "sample_scene",
+]
+
+WINDOW_W, WINDOW_H = 128, 64
+MAX_LABEL = 10
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DIGITS = "0123456789"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+NEGATIVE_KINDS = ("truncated", "too_small", "too_big", "absent")
+
+
+# --------------------------------------------------------------------------------------------------
+# The presence rule (the seed's, exactly)
+# --------------------------------------------------------------------------------------------------
+def presence_label(box: tuple[float, float, float, float], window_w: int = WINDOW_W,
+                   window_h: int = WINDOW_H) -> bool:
+    """True when the plate's bounding box (x0, y0, x1, y1) in window pixels makes a positive window.
+
+    All must hold: the plate lies fully inside the window; its width < 80% and height < 87.5% of the
+    window; its width > 60% or its height > 60% of the window.
+    """
+    x0, y0, x1, y1 = box
+    inside = x0 >= 0 and y0 >= 0 and x1 <= window_w and y1 <= window_h
+    w, h = x1 - x0, y1 - y0
+    not_too_big = w < 0.8 * window_w and h < 0.875 * window_h
+    big_enough = w > 0.6 * window_w or h > 0.6 * window_h
+    return bool(inside and not_too_big and big_enough)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plate text formats
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlateSpec:
+    """What to draw: family ('uk', 'eu', 'us'), groups of characters and the separators between them."""
+
+    family: str
+    groups: tuple[str, ...]
+    separators: tuple[str, ...]  # len(groups) - 1 items from: " ", "-", "emblem", "dot", ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.groups)
+
+
+def _fill(rng: np.random.Generator, pattern: str) -> str:
+    """'L' -> random letter, 'N' -> random digit, 'X' -> either."""
+    out = []
+    for p in pattern:
+        pool = LETTERS if p == "L" else DIGITS if p == "N" else ALPHABET
+        out.append(pool[rng.integers(len(pool))])
+    return "".join(out)
+
+
+# pattern groups per family; separators are drawn per plate
+UK_FORMATS = (("LLNN", "LLL"), ("LNNN", "LLL"), ("LNN", "LLL"), ("LLL", "NNNL"), ("LLL", "NNL"),
+              ("NNNN", "LL"), ("LLL", "NNN"), ("LN", "LLL"))
+EU_FORMATS = (("LL", "NNNLL"), ("NLX", "NNNN"), ("LLL", "NNNN"), ("LL", "NNNNN"), ("LL", "NNN", "LL"),
+              ("L", "LL", "NNNN"), ("LL", "L", "NNN"), ("LLL", "LL", "NNN"), ("NN", "LLL", "N"),
+              ("LL", "NNN", "L"), ("L", "NNNN", "L"), ("LL", "NNNLL"), ("LL", "NNNLL"), ("NLN", "NNNN"))
+US_FORMATS = (("NLLL", "NNN"), ("LLL", "NNNN"), ("NNN", "LLL"), ("LLL", "NNN"), ("NLL", "NNN"),
+              ("NNNNNN",), ("NN", "LLL", "N"), ("LL", "NNNN"), ("NNN", "NNN"), ("L", "NNNNN"),
+              ("LLLNNNN",), ("NLLLNNN",))
+
+
+def random_plate_spec(rng: np.random.Generator, family: str | None = None) -> PlateSpec:
+    """A random plate text in a realistic format, sometimes a free-form 1-10 character vanity text."""
+    family = family or str(rng.choice(["uk", "eu", "us"], p=[0.25, 0.45, 0.30]))
+    roll = rng.random()
+    if roll < 0.12:  # vanity / unusual length, any family
+        n = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                           p=[.02, .05, .08, .12, .17, .17, .17, .12, .06, .04]))
+        text = _fill(rng, "X" * n)
+        if n >= 4 and rng.random() < 0.5:
+            cut = int(rng.integers(1, n))
+            return PlateSpec(family, (text[:cut], text[cut:]), (str(rng.choice([" ", "-"])),))
+        return PlateSpec(family, (text,), ())
+    formats = {"uk": UK_FORMATS, "eu": EU_FORMATS, "us": US_FORMATS}[family]
+    groups = tuple(_fill(rng, g) for g in formats[rng.integers(len(formats))])
+    if family == "uk":
+        seps = tuple(" " for _ in groups[1:])
+    elif family == "eu":
+        kinds = [" ", "-", "emblem", ""]
+        seps = tuple(str(rng.choice(kinds, p=[0.4, 0.25, 0.25, 0.1])) for _ in groups[1:])
+    else:
+        kinds = [" ", "-", "emblem", "dot", ""]
+        seps = tuple(str(rng.choice(kinds, p=[0.35, 0.2, 0.15, 0.05, 0.25])) for _ in groups[1:])
+    return PlateSpec(family, groups, seps)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plate rendering (grayscale: the network sees luminance only)
+# --------------------------------------------------------------------------------------------------
+US_STATES = ("CALIFORNIA", "TEXAS", "FLORIDA", "NEW YORK", "OHIO", "GEORGIA", "ARIZONA", "NEVADA",
+             "OREGON", "IOWA", "MAINE", "UTAH", "ILLINOIS", "VIRGINIA", "MICHIGAN", "COLORADO",
+             "MARYLAND", "ALABAMA", "KANSAS", "IDAHO", "NEW JERSEY", "WASHINGTON", "MONTANA")
+US_SLOGANS = ("SUNSHINE STATE", "THE LONE STAR STATE", "EMPIRE STATE", "GRAND CANYON STATE",
+              "dmv.gov", "LAND OF LINCOLN", "GREAT LAKES", "THE GOLDEN STATE", "EXPLORE")
+EU_CODES = ("SK", "CZ", "D", "PL", "A", "NL", "F", "I", "H", "B", "E", "RO", "SLO", "GB", "UK")
+
+
+@lru_cache(maxsize=512)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+GLYPH_SIZES = (12, 16, 24, 32, 48, 64, 96, 128)
+
+
+@lru_cache(maxsize=8192)
+def _glyph(char: str, font_path: str, size: int) -> np.ndarray:
+    """One character's mask, its advance wide and cropped to the font's cap height (cached)."""
+    font = _font(font_path, size)
+    _, top, _, bottom = font.getbbox("0AHM")
+    advance = max(1, int(round(font.getlength(char))))
+    im = Image.new("L", (advance + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(im).text((1, 1 - top), char, font=font, fill=255)
+    return np.asarray(im)
+
+
+def _text_mask(text: str, font_path: str, size: int) -> np.ndarray:
+    """White-on-black mask of `text`, glyphs from a cache (PIL text layout is the generator's hot spot)."""
+    size = next((s for s in GLYPH_SIZES if s >= size), GLYPH_SIZES[-1])
+    glyphs = [_glyph(ch, font_path, size) for ch in text]
+    height = max(g.shape[0] for g in glyphs)
+    return np.concatenate([np.pad(g, ((0, height - g.shape[0]), (0, 0))) for g in glyphs], axis=1)
+
+
+def _text_strip(spec: PlateSpec, font_path: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The plate's characters as one mask, groups joined by their separators."""
+    masks = [_text_mask(g, font_path, size) for g in spec.groups]
+    height = max(m.shape[0] for m in masks)
+    parts: list[np.ndarray] = []
+    for i, m in enumerate(masks):
+        if m.shape[0] < height:
+            m = np.pad(m, ((0, height - m.shape[0]), (0, 0)))
+        parts.append(m)
+        if i < len(spec.separators):
+            sep = spec.separators[i]
+            gap_w = {"": max(1, height // 12), " ": height // 2, "-": height // 2,
+                     "emblem": int(height * 0.75), "dot": height // 3}[sep]
+            gap = np.zeros((height, gap_w), np.uint8)
+            if sep == "-":
+                t = max(1, height // 9)
+                gap[height // 2 - t: height // 2 + t, gap_w // 5: gap_w - gap_w // 5] = 255
+            elif sep == "dot":
+                cv2.circle(gap, (gap_w // 2, height // 2), max(1, height // 10), 255, -1)
+            elif sep == "emblem":  # a crest, sticker or state shape: an outlined blob in the gap
+                cx, cy = gap_w // 2, height // 2
+                axes = (max(2, int(gap_w * 0.38)), max(2, int(height * rng.uniform(0.25, 0.45))))
+                cv2.ellipse(gap, (cx, cy), axes, 0, 0, 360, int(rng.integers(60, 200)), -1)
+                cv2.ellipse(gap, (cx, cy), axes, 0, 0, 360, 255, max(1, height // 16))
+            parts.append(gap)
+    return np.concatenate(parts, axis=1)
+
+
+def _paint(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, value: float) -> None:
+    """Blend `value` into canvas through mask (0-255) placed at (x, y), clipped to the canvas."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, canvas.shape[1]), min(y + h, canvas.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    alpha = mask[y0 - y: y1 - y, x0 - x: x1 - x].astype(np.float32) / 255.0
+    region = canvas[y0:y1, x0:x1]
+    region[:] = region * (1 - alpha) + value * alpha
+
+
+def _fit_text(canvas: np.ndarray, strip: np.ndarray, box: tuple[int, int, int, int], value: float,
+              rng: np.random.Generator) -> None:
+    """Scale the text strip into box (x0, y0, x1, y1), keeping a plausible aspect, and paint it."""
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    sh = bh
+    sw = strip.shape[1] * sh / strip.shape[0] * rng.uniform(0.85, 1.15)
+    if sw > bw:  # too wide: squeeze horizontally a little, then shrink as a whole
+        squeeze = max(0.75, bw / sw)
+        sw *= squeeze
+        if sw > bw:
+            sh *= bw / sw
+            sw = bw
+    sw, sh = max(1, int(sw)), max(1, int(sh))
+    resized = cv2.resize(strip, (sw, sh), interpolation=cv2.INTER_AREA)
+    _paint(canvas, resized, x0 + (bw - sw) // 2, y0 + (bh - sh) // 2, value)
+
+
+def render_plate(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.Generator,
+                 difficulty: float = 1.0, infrared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Render a plate, optionally inside a dark holder.
+
+    Returns (canvas, plate_corners): a float32 HxW luminance image and the plate rectangle's 4 corners
+    (x, y) in canvas pixels. The holder lies outside the plate rectangle; the presence rule uses the
+    plate only.
+    """
+    aspect = {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family] * rng.uniform(0.93, 1.07)
+    plate_w = max(8, int(round(plate_h * aspect)))
+    if spec.family == "uk":
+        plate_lum = rng.uniform(205, 255) if rng.random() < 0.5 else rng.uniform(165, 215)  # white/yellow
+    elif spec.family == "eu":
+        plate_lum = rng.uniform(190, 255)
+    else:
+        plate_lum = rng.uniform(135, 255)
+    if infrared:  # retroreflective plates glow under IR
+        plate_lum = rng.uniform(225, 255)
+    text_lum = rng.uniform(0, max(10.0, plate_lum - 110))
+    plate = np.full((plate_h, plate_w), plate_lum, np.float32)
+
+    if spec.family == "us" and rng.random() < 0.6:  # printed background graphics / gradients
+        ramp = np.linspace(0, 1, plate_h, dtype=np.float32)[:, None]
+        plate -= ramp * rng.uniform(0, 40) if rng.random() < 0.5 else (1 - ramp) * rng.uniform(0, 40)
+        if rng.random() < 0.4:
+            for _ in range(int(rng.integers(1, 4))):
+                c = (int(rng.integers(0, plate_w)), int(rng.integers(0, plate_h)))
+                cv2.circle(plate, c, int(rng.integers(plate_h // 6, plate_h)),
+                           float(plate_lum - rng.uniform(10, 45)), -1)
+            plate = cv2.GaussianBlur(plate, (0, 0), max(1.0, plate_h / 20))
+
+    left = int(plate_w * 0.03)
+    top, bottom = int(plate_h * 0.12), int(plate_h * 0.88)
+    band = spec.family == "eu" or (spec.family == "uk" and rng.random() < 0.4)
+    if band:
+        band_w = int(plate_w * rng.uniform(0.07, 0.1))
+        band_lum = rng.uniform(30, 100)
+        plate[:, :band_w] = band_lum
+        code = str(rng.choice(EU_CODES))
+        code_mask = _text_mask(code, FONTS_FOR_SMALL_TEXT[0], 24)
+        ch = max(2, int(plate_h * 0.28))
+        cw = min(band_w - 2, max(2, int(code_mask.shape[1] * ch / code_mask.shape[0])))
+        _paint(plate, cv2.resize(code_mask, (max(1, cw), ch)), (band_w - cw) // 2,
+               int(plate_h * 0.62), 240)
+        stars_r = max(2, int(band_w * 0.3))  # the ring of EU stars, as dots
+        for k in range(12):
+            a = 2 * math.pi * k / 12
+            cv2.circle(plate, (int(band_w / 2 + stars_r * math.cos(a)),
+                               int(plate_h * 0.3 + stars_r * math.sin(a))), max(1, plate_h // 40),
+                       float(rng.uniform(170, 230)), -1)
+        left = band_w + int(plate_w * 0.02)
+    if spec.family == "us":  # state name above, slogan below: text the reader must ignore
+        top, bottom = int(plate_h * rng.uniform(0.2, 0.3)), int(plate_h * rng.uniform(0.75, 0.85))
+        state = _text_mask(str(rng.choice(US_STATES)), FONTS_FOR_SMALL_TEXT[rng.integers(2)], 32)
+        sh = max(2, int(plate_h * rng.uniform(0.1, 0.16)))
+        sw = min(plate_w - 4, int(state.shape[1] * sh / state.shape[0]))
+        _paint(plate, cv2.resize(state, (max(1, sw), sh)), (plate_w - sw) // 2, int(plate_h * 0.04),
+               rng.uniform(0, plate_lum - 60))
+        if rng.random() < 0.6:
+            slogan = _text_mask(str(rng.choice(US_SLOGANS)), FONTS_FOR_SMALL_TEXT[0], 24)
+            sh = max(2, int(plate_h * rng.uniform(0.07, 0.11)))
+            sw = min(plate_w - 4, int(slogan.shape[1] * sh / slogan.shape[0]))
+            _paint(plate, cv2.resize(slogan, (max(1, sw), sh)), (plate_w - sw) // 2,
+                   int(plate_h * 0.87), rng.uniform(0, plate_lum - 50))
+    size = int(np.clip(plate_h * 0.8, 10, 160))
+    strip = _text_strip(spec, font_path, size, rng)
+    text_box = (left + int(plate_w * 0.02), top, plate_w - int(plate_w * 0.04), bottom)
+    fit_seed = int(rng.integers(2**31))
+    if spec.family == "us" and rng.random() < 0.5:  # embossed: a lighter copy offset by a pixel
+        shifted = (text_box[0] + 1, text_box[1] + 1, text_box[2] + 1, text_box[3] + 1)
+        _fit_text(plate, strip, shifted, min(255, plate_lum + 25), np.random.default_rng(fit_seed))
+    _fit_text(plate, strip, text_box, text_lum, np.random.default_rng(fit_seed))
+
+    if rng.random() < 0.5:  # printed border
+        t = max(1, plate_h // 30)
+        cv2.rectangle(plate, (t, t), (plate_w - 1 - t, plate_h - 1 - t), float(text_lum), t)
+    if rng.random() < 0.35 * difficulty:  # screws
+        r = max(1, plate_h // 18)
+        ys = int(plate_h * rng.uniform(0.08, 0.5))
+        for xs in (int(plate_w * 0.22), int(plate_w * 0.78)):
+            cv2.circle(plate, (xs, ys), r, float(rng.uniform(90, 200)), -1)
+    if rng.random() < 0.35 * difficulty:  # dirt
+        dirt = np.zeros_like(plate)
+        for _ in range(int(rng.integers(1, 6))):
+            c = (int(rng.integers(0, plate_w)), int(rng.integers(0, plate_h)))
+            ax = (int(rng.integers(1, max(2, plate_w // 5))), int(rng.integers(1, max(2, plate_h // 3))))
+            cv2.ellipse(dirt, c, ax, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+        dirt = cv2.GaussianBlur(dirt, (0, 0), max(1.0, plate_h / 10))
+        plate *= 1 - dirt * rng.uniform(0.1, 0.45)
+
+    # holder: a dark frame around the plate, sometimes with a dealer line at the bottom
+    if rng.random() < 0.6:
+        bx = int(plate_w * rng.uniform(0.01, 0.06))
+        by_top = int(plate_h * rng.uniform(0.03, 0.15))
+        by_bottom = int(plate_h * rng.uniform(0.03, 0.3))
+        holder_lum = rng.uniform(5, 90)
+        canvas = np.full((plate_h + by_top + by_bottom, plate_w + 2 * bx), holder_lum, np.float32)
+        canvas[by_top: by_top + plate_h, bx: bx + plate_w] = plate
+        if by_bottom > plate_h * 0.15 and rng.random() < 0.5:
+            dealer = _text_mask("AUTO " + _fill(rng, "LLLLL"), FONTS_FOR_SMALL_TEXT[0], 20)
+            dh = max(2, int(by_bottom * 0.6))
+            dw = min(canvas.shape[1] - 2, int(dealer.shape[1] * dh / dealer.shape[0]))
+            _paint(canvas, cv2.resize(dealer, (max(1, dw), dh)), (canvas.shape[1] - dw) // 2,
+                   by_top + plate_h + (by_bottom - dh) // 2, min(255, holder_lum + 120))
+        ox, oy = bx, by_top
+    else:
+        canvas, ox, oy = plate, 0, 0
+    if rng.random() < 0.06 * difficulty:  # partial occlusion: a bar (tow hitch, bike rack) across
+        bar_w = max(1, int(canvas.shape[1] * rng.uniform(0.02, 0.06)))
+        bx0 = int(rng.integers(0, canvas.shape[1] - bar_w))
+        canvas[:, bx0: bx0 + bar_w] = rng.uniform(0, 120)
+    corners = np.array([[ox, oy], [ox + plate_w, oy], [ox + plate_w, oy + plate_h], [ox, oy + plate_h]],
+                       np.float32)
+    return canvas, corners
+
+
+FONTS_FOR_SMALL_TEXT = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSansNarrow-Bold.ttf",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Backgrounds
+# --------------------------------------------------------------------------------------------------
+def builtin_background_dirs() -> list[Path]:
+    """Photos that ship inside installed wheels, so training works offline without ../shared."""
+    import skimage
+
+    return [Path(skimage.__file__).parent / "data"]
+
+
+def _read_plate_boxes(folder: Path) -> dict[str, list[tuple[int, int, int, int]]]:
+    """Plate boxes from a boxes.tsv/labels.tsv beside the images (file, x, y, w, h, ...)."""
+    boxes: dict[str, list[tuple[int, int, int, int]]] = {}
+    for name in ("boxes.tsv", "labels.tsv"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            cols = line.split("\t")
+            if line.startswith("#") or len(cols) < 5 or not cols[1].strip():
+                continue
+            x, y, w, h = (int(float(c)) for c in cols[1:5])
+            boxes.setdefault(cols[0], []).append((x, y, w, h))
+    return boxes
+
+
+class Backgrounds:
+    """Random grayscale crops from photo folders, never overlapping a known plate box.
+
+    Folders may hold a boxes.tsv (as ../shared/data/streets does): crops that touch a boxed plate are
+    rejected, so a real plate is never labelled "absent". A small cache of decoded images is refreshed
+    gradually so a worker does not hold hundreds of 720p frames in memory.
+    """
+
+    def __init__(self, folders: list[Path], rng: np.random.Generator, cache_size: int = 32,
+                 refresh_every: int = 24, procedural_fraction: float = 0.08) -> None:
+        self.files: list[Path] = []
+        self.boxes: dict[Path, list[tuple[int, int, int, int]]] = {}
+        for folder in folders:
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"background folder not found: {folder}")
+            known = _read_plate_boxes(folder)
+            for path in sorted(folder.rglob("*")):
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    self.files.append(path)
+                    self.boxes[path] = known.get(path.name, [])
+        if not self.files:
+            raise FileNotFoundError(f"no background images in {', '.join(map(str, folders))}")
+        self.rng = rng
+        self.cache_size = cache_size
+        self.refresh_every = refresh_every
+        self.procedural_fraction = procedural_fraction
+        self.cache: list[tuple[np.ndarray, list[tuple[int, int, int, int]]]] = []
+        self.calls = 0
+
+    def _load(self) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+        for _ in range(20):
+            path = self.files[self.rng.integers(len(self.files))]
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if image is not None and min(image.shape) >= 32:
+                return image, self.boxes[path]
+        raise RuntimeError("could not decode any background image")
+
+    def _procedural(self, w: int, h: int) -> np.ndarray:
+        img = np.zeros((h, w), np.float32)
+        for scale in (2, 4, 8, 16):
+            small = self.rng.random((max(1, h // scale), max(1, w // scale))).astype(np.float32)
+            img += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * self.rng.uniform(0, 1)
+        if self.rng.random() < 0.5:  # stripes, like grilles and bumpers
+            period = self.rng.uniform(3, 20)
+            axis = np.arange(h if self.rng.random() < 0.7 else w, dtype=np.float32)
+            stripes = (np.sin(axis * 2 * np.pi / period) > 0).astype(np.float32)
+            img += (stripes[:, None] if len(axis) == h else stripes[None, :]) * self.rng.uniform(0.5, 2)
+        img -= img.min()
+        return (img / max(1e-6, img.max()) * self.rng.uniform(60, 255)).astype(np.uint8)
+
+    def crop(self, w: int, h: int) -> np.ndarray:
+        """A w x h uint8 crop at a random zoom, free of known plates."""
+        if self.rng.random() < self.procedural_fraction:
+            return self._procedural(w, h)
+        self.calls += 1
+        if len(self.cache) < self.cache_size:
+            self.cache.append(self._load())
+        elif self.calls % self.refresh_every == 0:
+            self.cache[self.rng.integers(len(self.cache))] = self._load()
+        for _ in range(30):
+            image, boxes = self.cache[self.rng.integers(len(self.cache))]
+            ih, iw = image.shape
+            zoom = math.exp(self.rng.uniform(math.log(0.4), math.log(4.0)))
+            cw, ch = min(iw, int(w * zoom)), min(ih, int(h * zoom))
+            cw, ch = max(4, min(cw, int(ch * w / h))), max(2, min(ch, int(cw * h / w)))
+            x, y = int(self.rng.integers(0, iw - cw + 1)), int(self.rng.integers(0, ih - ch + 1))
+            if any(x < bx + bw * 1.2 and bx - bw * 0.2 < x + cw and y < by + bh * 1.3 and
+                   by - bh * 0.3 < y + ch for bx, by, bw, bh in boxes):
+                continue
+            out = cv2.resize(image[y: y + ch, x: x + cw], (w, h), interpolation=cv2.INTER_AREA)
+            return cv2.flip(out, 1) if self.rng.random() < 0.5 else out
+        return self._procedural(w, h)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pose and composition
+# --------------------------------------------------------------------------------------------------
+def _pose_points(corners: np.ndarray, canvas_w: int, canvas_h: int, rng: np.random.Generator,
+                 difficulty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate the canvas in 3D (roll, pitch, yaw), project it, and return (canvas_pts, plate_pts) in
+    arbitrary units centred near 0, with the plate 1 unit tall before rotation."""
+    roll = rng.normal(0, 0.06 + 0.1 * difficulty)
+    pitch = rng.uniform(-1, 1) * (0.15 + 0.35 * difficulty)
+    yaw = rng.uniform(-1, 1) * (0.2 + 0.55 * difficulty)
+    cr, sr, cp, sp, cy, sy = math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch), \
+        math.cos(yaw), math.sin(yaw)
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rot = rz @ rx @ ry
+    plate_h = corners[2, 1] - corners[0, 1]
+    centre = corners.mean(axis=0)
+    canvas_corners = np.array([[0, 0], [canvas_w, 0], [canvas_w, canvas_h], [0, canvas_h]], np.float32)
+
+    focal = rng.uniform(4, 30)  # in plate heights: small = strong perspective
+    def project(pts: np.ndarray) -> np.ndarray:
+        p = np.concatenate([(pts - centre) / plate_h, np.zeros((len(pts), 1))], axis=1) @ rot.T
+        return (p[:, :2] * focal / (focal + p[:, 2:3])).astype(np.float32)
+
+    return project(canvas_corners), project(corners)
+
+
+def _apply_camera(img: np.ndarray, rng: np.random.Generator, difficulty: float, night: bool) -> np.ndarray:
+    """What a real camera adds, on a float32 luminance window; returns uint8."""
+    h, w = img.shape
+    d = difficulty
+    # uneven light: a linear gradient in a random direction, then contrast/brightness
+    if rng.random() < 0.6:
+        ang = rng.uniform(0, 2 * math.pi)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        ramp = ((xx - w / 2) * math.cos(ang) + (yy - h / 2) * math.sin(ang)) / max(w, h)
+        img = img * (1 + ramp * rng.uniform(0, 0.9 * d + 0.1))
+    if rng.random() < 0.3 * d:  # a hard-edged shadow across part of the window
+        pts = np.array([[rng.uniform(-w, 2 * w), rng.uniform(-h, 2 * h)] for _ in range(4)], np.int32)
+        mask = np.zeros((h, w), np.float32)
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 1.0)
+        mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(0.5, 3))
+        img = img * (1 - mask * rng.uniform(0.25, 0.7))
+    if night:
+        img = img * rng.uniform(0.3, 0.65)
+    contrast = math.exp(float(np.clip(rng.normal(0, 0.2 * d + 0.05), -0.45, 0.4)))
+    img = (img - img.mean()) * contrast + img.mean() + rng.normal(0, 15 * d)
+    # optics and motion
+    if rng.random() < 0.3 * d:
+        length = int(rng.integers(2, 3 + int(4 * d)))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1
+        rotm = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), rng.uniform(0, 180), 1)
+        kernel = cv2.warpAffine(kernel, rotm, (length, length))
+        img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+    if rng.random() < 0.5:
+        sigma = rng.uniform(0.1, 0.4 + 0.8 * d)
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    if rng.random() < 0.35 * d:  # low resolution, as when the pyramid upsamples a small plate
+        f = rng.uniform(1.2, 1.2 + 1.0 * d)
+        small = cv2.resize(img, (max(8, int(w / f)), max(4, int(h / f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    noise = rng.uniform(0, 3 + 7 * d) * (1.5 if night else 1.0)
+    img = img + rng.normal(0, noise, img.shape).astype(np.float32)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5 * d:
+        quality = int(rng.integers(int(15 + 50 * (1 - d)), 96))
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return out
+
+
+@dataclass(frozen=True)
+class WindowSample:
+    """One training window: image (64x128 uint8), label and the plate's box in window pixels."""
+
+    image: np.ndarray
+    present: bool
+    text: str
+    box: tuple[float, float, float, float]  # plate x0, y0, x1, y1 (meaningful when present)
+    kind: str  # "positive" or one of NEGATIVE_KINDS
+
+
+def _scale_range(bw: float, bh: float) -> tuple[float, float]:
+    """Scales (pixels per unit) that put a bw x bh unit box inside the presence rule's size band."""
+    s_min = min(0.6 * WINDOW_W / bw, 0.6 * WINDOW_H / bh)
+    s_max = min(0.8 * WINDOW_W / bw, 0.875 * WINDOW_H / bh)
+    return s_min * 1.02, s_max * 0.98
+
+
+def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
+                  difficulty: float = 1.0, positive_fraction: float = 0.6) -> WindowSample:
+    """One random window: positive with probability `positive_fraction`, else a negative of each kind."""
+    kind = "positive" if rng.random() < positive_fraction else str(
+        rng.choice(NEGATIVE_KINDS, p=[0.3, 0.2, 0.2, 0.3]))
+    background = backgrounds.crop(WINDOW_W, WINDOW_H).astype(np.float32)
+    night = rng.random() < 0.15 * difficulty
+    infrared = night and rng.random() < 0.5
+    if infrared:
+        background *= rng.uniform(0.2, 0.6)
+    if kind == "absent":
+        if rng.random() < 0.3:  # distractor text that is not a plate
+            spec = random_plate_spec(rng)
+            mask = _text_mask(spec.text, str(fonts[rng.integers(len(fonts))]), int(rng.integers(8, 40)))
+            _paint(background, mask, int(rng.integers(-20, WINDOW_W - 10)),
+                   int(rng.integers(-10, WINDOW_H - 10)), rng.uniform(0, 255))
+        image = _apply_camera(background, rng, difficulty, night)
+        return WindowSample(image, False, "", (0.0, 0.0, 0.0, 0.0), kind)
+
+    spec = random_plate_spec(rng)
+    font = str(fonts[rng.integers(len(fonts))])
+    plate_seed = int(rng.integers(2**31))
+
+    def draw(height: int) -> tuple[np.ndarray, np.ndarray]:  # same plate at any resolution
+        return render_plate(spec, font, height, np.random.default_rng(plate_seed), difficulty, infrared)
+
+    canvas, corners = draw(32)
+    for _ in range(20):  # draw a pose whose size band exists (extreme yaw can make it empty)
+        canvas_pts, plate_pts = _pose_points(corners, canvas.shape[1], canvas.shape[0], rng, difficulty)
+        bw, bh = np.ptp(plate_pts[:, 0]), np.ptp(plate_pts[:, 1])
+        s_lo, s_hi = _scale_range(bw, bh)
+        if s_lo < s_hi:
+            break
+    if kind == "positive" or kind == "truncated":
+        scale = math.exp(rng.uniform(math.log(s_lo), math.log(s_hi)))
+    elif kind == "too_small":
+        scale = s_lo * rng.uniform(0.3, 0.92)
+    else:
+        scale = s_hi * rng.uniform(1.08, 1.8)
+    px0, py0 = plate_pts.min(axis=0) * scale
+    pw, ph = bw * scale, bh * scale
+    if kind == "truncated":  # push it across an edge by 4% .. 60% of its size
+        side = rng.integers(4)
+        frac = rng.uniform(0.04, 0.6)
+        tx = rng.uniform(0, max(0.0, WINDOW_W - pw))
+        ty = rng.uniform(0, max(0.0, WINDOW_H - ph))
+        if side == 0:
+            tx = -frac * pw
+        elif side == 1:
+            tx = WINDOW_W - (1 - frac) * pw
+        elif side == 2:
+            ty = -frac * ph
+        else:
+            ty = WINDOW_H - (1 - frac) * ph
+    elif kind == "too_big":
+        tx = rng.uniform(min(0.0, WINDOW_W - pw), max(0.0, WINDOW_W - pw))
+        ty = rng.uniform(min(0.0, WINDOW_H - ph), max(0.0, WINDOW_H - ph))
+    else:
+        tx = rng.uniform(0, WINDOW_W - pw)
+        ty = rng.uniform(0, WINDOW_H - ph)
+    offset = np.array([tx - px0, ty - py0], np.float32)
+    plate_win = plate_pts * scale + offset
+    box = (float(plate_win[:, 0].min()), float(plate_win[:, 1].min()),
+           float(plate_win[:, 0].max()), float(plate_win[:, 1].max()))
+    present = presence_label(box)
+    if present != (kind == "positive"):  # numerical edge case: trust the rule, relabel
+        kind = "positive" if present else "truncated"
+
+    # render at about 1.5x the final size so the warp downsamples without aliasing
+    canvas, _ = draw(int(np.clip(scale * 1.5, 10, 140)))
+    src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
+                    [0, canvas.shape[0]]], np.float32)
+    dst = canvas_pts * scale + offset
+    matrix = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+    warped = cv2.warpPerspective(canvas, matrix, (WINDOW_W, WINDOW_H), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (WINDOW_W, WINDOW_H),
+                                flags=cv2.INTER_LINEAR)
+    image = background * (1 - alpha) + warped * alpha
+    image = _apply_camera(image, rng, difficulty, night)
+    text = spec.text if present else ""
+    return WindowSample(image, present, text, box, kind)
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole scenes, for `anprd eval` on synthetic data
+# --------------------------------------------------------------------------------------------------
+def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
+                 size: tuple[int, int] = (960, 540), max_plates: int = 3,
+                 plate_width: tuple[float, float] = (70, 260),
+                 difficulty: float = 0.6) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]:
+    """A BGR scene with 1..max_plates non-overlapping plates; returns (image, [((x, y, w, h), text)])."""
+    w, h = size
+    scene = backgrounds.crop(w, h).astype(np.float32)
+    plates: list[tuple[tuple[int, int, int, int], str]] = []
+    for _ in range(int(rng.integers(1, max_plates + 1))):
+        spec = random_plate_spec(rng)
+        font = str(fonts[rng.integers(len(fonts))])
+        target_w = math.exp(rng.uniform(math.log(plate_width[0]), math.log(plate_width[1])))
+        plate_h_px = target_w / {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family]
+        canvas, corners = render_plate(spec, font, int(np.clip(plate_h_px * 1.3, 10, 160)), rng,
+                                       difficulty * 0.5)
+        canvas_pts, plate_pts = _pose_points(corners, canvas.shape[1], canvas.shape[0], rng,
+                                             difficulty * 0.6)
+        scale = target_w / np.ptp(plate_pts[:, 0])
+        pw, ph = np.ptp(plate_pts[:, 0]) * scale, np.ptp(plate_pts[:, 1]) * scale
+        for _ in range(20):
+            tx, ty = rng.uniform(10, w - pw - 10), rng.uniform(10, h - ph - 10)
+            box = (int(tx), int(ty), int(pw), int(ph))
+            if all(box[0] > b[0] + b[2] + 20 or b[0] > box[0] + box[2] + 20 or
+                   box[1] > b[1] + b[3] + 20 or b[1] > box[1] + box[3] + 20 for b, _ in plates):
+                break
+        else:
+            continue
+        offset = np.array([tx, ty]) - plate_pts.min(axis=0) * scale
+        src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
+                        [0, canvas.shape[0]]], np.float32)
+        matrix = cv2.getPerspectiveTransform(src, (canvas_pts * scale + offset).astype(np.float32))
+        warped = cv2.warpPerspective(canvas, matrix, (w, h), flags=cv2.INTER_LINEAR)
+        alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (w, h), flags=cv2.INTER_LINEAR)
+        scene = scene * (1 - alpha) + warped * alpha
+        plates.append((box, spec.text))
+    noisy = np.clip(scene + rng.normal(0, 2 + 4 * difficulty, scene.shape), 0, 255).astype(np.uint8)
+    if difficulty > 0 and rng.random() < 0.5:
+        noisy = cv2.GaussianBlur(noisy, (0, 0), rng.uniform(0.3, 0.3 + 0.8 * difficulty))
+    return cv2.cvtColor(noisy, cv2.COLOR_GRAY2BGR), plates
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def make_backgrounds(folders: list[Path] | None, builtin: bool, rng: np.random.Generator) -> Backgrounds:
+    dirs = list(folders or [])
+    if builtin or not dirs:
+        dirs += builtin_background_dirs()
+    return Backgrounds(dirs, rng)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.gen", description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, required=True, help="number of windows (or scenes)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", type=float, default=1.0, help="0 = clean .. 1 = hardest")
+    parser.add_argument("--backgrounds", type=Path, action="append",
+                        help="folder of background photos (repeatable; a boxes.tsv there marks plates "
+                             "to avoid); the photos bundled with scikit-image are always added")
+    parser.add_argument("--scenes", action="store_true",
+                        help="write whole scenes and a labels.tsv in the format `anprd eval` reads")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be >= 1")
+    try:
+        rng = np.random.default_rng(args.seed)
+        fonts = available_fonts()
+        backgrounds = make_backgrounds(args.backgrounds, True, rng)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"train.gen: {exc}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "labels.tsv", "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        if args.scenes:
+            writer.writerow(["# file", "x", "y", "w", "h", "PLATE"])
+            for i in range(args.count):
+                image, plates = sample_scene(rng, backgrounds, fonts, difficulty=args.difficulty)
+                name = f"scene{i:05d}.jpg"
+                cv2.imwrite(str(args.out / name), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                for (x, y, w, h), text in plates:
+                    writer.writerow([name, x, y, w, h, text])
+        else:
+            writer.writerow(["# file", "present", "text", "kind", "x0", "y0", "x1", "y1"])
+            for i in range(args.count):
+                s = sample_window(rng, backgrounds, fonts, args.difficulty)
+                name = f"{i:08d}.png"
+                cv2.imwrite(str(args.out / name), s.image)
+                writer.writerow([name, int(s.present), s.text, s.kind, *(f"{v:.1f}" for v in s.box)])
+    print(f"wrote {args.count} {'scenes' if args.scenes else 'windows'} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Train the plate network on windows generated on the fly, with checkpoints, resume and export.
+
+    python -m train.train --run runs/v1 --steps 24000 --seed 1 --backgrounds ../shared/data/streets
+    python -m train.train --run runs/v1 --resume            # continue a stopped run
+    python -m train.train --run runs/v1 --export models/anprd-v1   # write the best weights + metadata
+
+Worker processes render batches into a queue. When they fall behind, the step re-uses a recent batch
+from a small ring buffer instead of waiting, so the 2 cores are never idle; how often that happened is
+logged as `fresh`. A curriculum raises the degradation strength from clean to full over the first 30%
+of the steps. Validation runs on a fixed synthetic set (its own seed) and keeps the best weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import queue
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from anprd.ctc import ALPHABET, BLANK
+
+__all__ = ["main"]
+
+MAX_LABEL = 10
+CHAR_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Data: batches from worker processes
+# --------------------------------------------------------------------------------------------------
+def make_batch(samples: list) -> dict[str, np.ndarray]:
+    n = len(samples)
+    batch = {
+        "image": np.stack([s.image for s in samples])[..., None],
+        "present": np.array([s.present for s in samples], np.float32),
+        "box": np.zeros((n, 4), np.float32),
+        "labels": np.zeros((n, MAX_LABEL), np.int32),
+        "label_len": np.zeros((n,), np.int32),
+    }
+    for i, s in enumerate(samples):
+        if s.present:
+            x0, y0, x1, y1 = s.box
+            batch["box"][i] = (x0 / 128, y0 / 64, x1 / 128, y1 / 64)
+            codes = [CHAR_INDEX[c] for c in s.text[:MAX_LABEL]]
+            batch["labels"][i, : len(codes)] = codes
+            batch["label_len"][i] = len(codes)
+    return batch
+
+
+def generate_batches(n_samples: int, seed: int, backgrounds: list[str], difficulty: float,
+                     batch_size: int = 256) -> dict[str, np.ndarray]:
+    """A fixed set (validation/test) generated in this process."""
+    from train.fonts import available_fonts
+    from train.gen import make_backgrounds, sample_window
+
+    rng = np.random.default_rng(seed)
+    fonts = available_fonts()
+    bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng)
+    samples = [sample_window(rng, bgs, fonts, difficulty) for _ in range(n_samples)]
+    return make_batch(samples)
+
+
+def _worker(worker_id: int, seed: int, backgrounds: list[str], batch_size: int, out: mp.Queue,
+            difficulty: mp.Value, stop: mp.Event) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+    from train.fonts import available_fonts
+    from train.gen import make_backgrounds, sample_window
+
+    rng = np.random.default_rng([seed, worker_id])
+    fonts = available_fonts()
+    bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng)
+    while not stop.is_set():
+        samples = [sample_window(rng, bgs, fonts, difficulty.value) for _ in range(batch_size)]
+        batch = make_batch(samples)
+        while not stop.is_set():
+            try:
+                out.put(batch, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+
+
+class BatchSource:
+    """Fresh batches from workers when ready, else a recent one from the ring buffer."""
+
+    def __init__(self, workers: int, seed: int, backgrounds: list[str], batch_size: int,
+                 ring_size: int = 48) -> None:
+        ctx = mp.get_context("spawn")  # never fork a process that has TensorFlow loaded
+        self.queue: mp.Queue = ctx.Queue(maxsize=4)
+        self.difficulty = ctx.Value("d", 0.25)
+        self.stop_event = ctx.Event()
+        self.procs = [ctx.Process(target=_worker, daemon=True,
+                                  args=(i, seed, backgrounds, batch_size, self.queue, self.difficulty,
+                                        self.stop_event)) for i in range(workers)]
+        for p in self.procs:
+            p.start()
+        self.ring: list[dict[str, np.ndarray]] = []
+        self.ring_size = ring_size
+        self.rng = np.random.default_rng(seed)
+        self.fresh = 0
+        self.reused = 0
+
+    def next(self) -> dict[str, np.ndarray]:
+        try:
+            batch = self.queue.get(timeout=None if len(self.ring) < 4 else 0.001)
+        except queue.Empty:
+            self.reused += 1
+            return self.ring[self.rng.integers(len(self.ring))]
+        self.fresh += 1
+        if len(self.ring) < self.ring_size:
+            self.ring.append(batch)
+        else:
+            self.ring[self.rng.integers(self.ring_size)] = batch
+        return batch
+
+    def close(self) -> None:
+        self.stop_event.set()
+        for p in self.procs:
+            p.join(timeout=3)
+            if p.is_alive():
+                p.terminate()
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+def greedy_decode(logits: np.ndarray) -> list[str]:
+    """Best path: argmax per column, merge repeats, drop blanks."""
+    best = logits.argmax(axis=-1)
+    out = []
+    for row in best:
+        chars, prev = [], -1
+        for k in row:
+            if k != prev and k != BLANK:
+                chars.append(ALPHABET[k])
+            prev = k
+        out.append("".join(chars))
+    return out
+
+
+def labels_to_text(labels: np.ndarray, lengths: np.ndarray) -> list[str]:
+    return ["".join(ALPHABET[k] for k in row[:n]) for row, n in zip(labels, lengths)]
+
+
+def evaluate(predict, data: dict[str, np.ndarray], batch_size: int = 256) -> dict[str, float]:
+    presence, texts = [], []
+    for i in range(0, len(data["image"]), batch_size):
+        out = predict(data["image"][i: i + batch_size].astype(np.float32))
+        presence.append(out["presence"].numpy()[:, 0])
+        texts += greedy_decode(out["text"].numpy())
+    presence = np.concatenate(presence)
+    pos = data["present"] > 0.5
+    truth = labels_to_text(data["labels"], data["label_len"])
+    reads = [t == p for t, p, m in zip(truth, texts, pos) if m]
+    char_hits = sum(sum(a == b for a, b in zip(t, p)) for t, p, m in zip(truth, texts, pos) if m)
+    char_total = sum(max(len(t), len(p)) for t, p, m in zip(truth, texts, pos) if m)
+    predicted = presence > 0.0  # logit 0 = probability 0.5
+    return {
+        "presence_acc": float((predicted == pos).mean()),
+        "presence_fp_at_0.99": float((presence[~pos] > 4.6).mean()),
+        "presence_recall_at_0.99": float((presence[pos] > 4.6).mean()),
+        "read_acc": float(np.mean(reads)),
+        "char_acc": char_hits / max(1, char_total),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+def build_training(net, total_steps: int, lr: float):
+    import keras
+    import tensorflow as tf
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total_steps, alpha=0.03, warmup_target=lr, warmup_steps=min(800, total_steps // 10))
+    optimizer = keras.optimizers.Adam(schedule, clipnorm=5.0)
+    model = net.window_model
+
+    @tf.function(reduce_retracing=True)
+    def train_step(image, present, box, labels, label_len):
+        with tf.GradientTape() as tape:
+            out = model(tf.cast(image, tf.float32), training=True)
+            pres_logit = out["presence"][:, 0]
+            presence_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(present, pres_logit))
+            weight = present / tf.maximum(tf.reduce_sum(present), 1.0)
+            box_loss = tf.reduce_sum(tf.reduce_sum(tf.abs(box - out["box"]), axis=1) * weight)
+            safe_len = tf.maximum(label_len, 1)  # negatives carry no text; their CTC term is masked
+            ctc = tf.nn.ctc_loss(labels=labels, logits=out["text"], label_length=safe_len,
+                                 logit_length=tf.fill([tf.shape(image)[0]], out["text"].shape[1]),
+                                 logits_time_major=False, blank_index=BLANK)
+            ctc_loss = tf.reduce_sum(ctc * weight)
+            loss = presence_loss + 0.2 * ctc_loss + 5.0 * box_loss
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, presence_loss, ctc_loss, box_loss
+
+    @tf.function(reduce_retracing=True)
+    def predict(image):
+        return model(image, training=False)
+
+    return optimizer, train_step, predict
+
+
+def save_state(run: Path, net, optimizer, step: int, best: dict, name: str = "last") -> None:
+    import tensorflow as tf
+
+    tmp = run / f"{name}.tmp.weights.h5"
+    net.window_model.save_weights(tmp)
+    os.replace(tmp, run / f"{name}.weights.h5")
+    if name == "last":
+        opt_vars = {f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
+        with open(run / "optimizer.tmp.npz", "wb") as fh:
+            np.savez(fh, **opt_vars)
+        os.replace(run / "optimizer.tmp.npz", run / "optimizer.npz")
+        (run / "state.json").write_text(json.dumps({"step": step, "best": best}, indent=1))
+    del tf
+
+
+def export(run: Path, out_dir: Path) -> None:
+    """Copy the best weights and write the metadata the detector needs."""
+    import shutil
+
+    args = json.loads((run / "args.json").read_text())
+    state = json.loads((run / "state.json").read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "best.weights.h5", out_dir / "weights.weights.h5")
+    meta = {
+        "format": "anprd-plate-net/1",
+        "alphabet": ALPHABET,
+        "blank_index": BLANK,
+        "max_length": MAX_LABEL,
+        "window": {"width": 128, "height": 64, "channels": 1},
+        "grid_stride": 8,
+        "text_columns": 32,
+        "net": args["net"],
+        "command": args["command"],
+        "seed": args["seed"],
+        "steps": state["best"].get("step"),
+        "steps_trained": state["step"],
+        "batch_size": args["batch_size"],
+        "validation": state["best"],
+        "validation_set": {"count": args["val_count"], "seed": args["val_seed"], "difficulty": 1.0},
+        "backgrounds": args["backgrounds"],
+    }
+    (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"exported {run / 'best.weights.h5'} -> {out_dir} (val {state['best']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, logs)")
+    parser.add_argument("--steps", type=int, default=24000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="generator processes")
+    parser.add_argument("--backgrounds", type=Path, action="append", default=[],
+                        help="extra background folders (the scikit-image photos are always used)")
+    parser.add_argument("--val-count", type=int, default=2000)
+    parser.add_argument("--val-seed", type=int, default=990001)
+    parser.add_argument("--val-every", type=int, default=1000)
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--export", type=Path, help="only export the run's best weights to this folder")
+    parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+    args = parser.parse_args(argv)
+
+    if args.export:
+        export(args.run, args.export)
+        return 0
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from anprd.model import NetConfig, PlateNet
+
+    run = args.run
+    if args.resume:
+        saved = json.loads((run / "args.json").read_text())
+        for key in ("steps", "batch_size", "lr", "seed", "workers", "val_count", "val_seed", "val_every"):
+            setattr(args, key, saved[key])
+        args.backgrounds = [Path(b) for b in saved["backgrounds"]]
+        net_config = NetConfig.from_json(saved["net"])
+    else:
+        if (run / "state.json").exists():
+            print(f"train: {run} already has a run; use --resume or another --run", file=sys.stderr)
+            return 2
+        run.mkdir(parents=True, exist_ok=True)
+        net_config = NetConfig()
+        (run / "args.json").write_text(json.dumps({
+            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+            "workers": args.workers, "val_count": args.val_count, "val_seed": args.val_seed,
+            "val_every": args.val_every, "backgrounds": [str(b) for b in args.backgrounds],
+            "net": net_config.to_json(),
+            "command": "python -m train.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        }, indent=1))
+
+    tf.keras.utils.set_random_seed(args.seed)
+    net = PlateNet(net_config)
+    optimizer, train_step, predict = build_training(net, args.steps, args.lr)
+    step, best = 0, {"read_acc": -1.0}
+    if args.resume:
+        state = json.loads((run / "state.json").read_text())
+        step, best = state["step"], state["best"]
+        net.window_model.load_weights(run / "last.weights.h5")
+        optimizer.build(net.window_model.trainable_variables)
+        saved_vars = np.load(run / "optimizer.npz")
+        for i, v in enumerate(optimizer.variables):
+            v.assign(saved_vars[f"v{i}"])
+        print(f"resumed {run} at step {step}")
+
+    val_path = run / "val.npz"
+    if val_path.exists():
+        val = dict(np.load(val_path))
+    else:
+        print(f"generating {args.val_count} validation windows (seed {args.val_seed})")
+        val = generate_batches(args.val_count, args.val_seed, [str(b) for b in args.backgrounds], 1.0)
+        np.savez_compressed(val_path, **val)
+
+    source = BatchSource(args.workers, args.seed * 1000 + step, [str(b) for b in args.backgrounds],
+                         args.batch_size)
+    log_path = run / "log.csv"
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "time", "loss", "presence_loss", "ctc_loss", "box_loss", "difficulty",
+                         "fresh", "presence_acc", "presence_fp_at_0.99", "presence_recall_at_0.99",
+                         "read_acc", "char_acc"])
+    started = time.time()
+    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    losses: list[np.ndarray] = []
+    try:
+        while step < args.steps:
+            source.difficulty.value = min(1.0, 0.25 + 0.75 * step / (0.3 * args.steps))
+            b = source.next()
+            result = train_step(b["image"], b["present"], b["box"], b["labels"], b["label_len"])
+            losses.append(np.array([float(r) for r in result]))
+            step += 1
+            bar.update(1)
+            if step % 50 == 0:
+                mean = np.mean(losses[-50:], axis=0)
+                bar.set_postfix(loss=f"{mean[0]:.3f}", ctc=f"{mean[2]:.2f}", pres=f"{mean[1]:.3f}",
+                                fresh=f"{source.fresh / max(1, source.fresh + source.reused):.2f}")
+            stop_now = args.max_minutes is not None and time.time() - started > args.max_minutes * 60
+            if step % args.val_every == 0 or step == args.steps or stop_now:
+                metrics = evaluate(predict, val)
+                mean = np.mean(losses[-args.val_every:], axis=0)
+                writer.writerow([step, round(time.time() - started), *np.round(mean, 4),
+                                 round(source.difficulty.value, 3),
+                                 round(source.fresh / max(1, source.fresh + source.reused), 3),
+                                 *(round(v, 4) for v in metrics.values())])
+                log.flush()
+                bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                if metrics["read_acc"] >= best["read_acc"]:
+                    best = {**metrics, "step": step}
+                    save_state(run, net, optimizer, step, best, "best")
+                save_state(run, net, optimizer, step, best, "last")
+            if stop_now:
+                bar.write(f"stopping after {args.max_minutes} minutes; resume with --resume")
+                break
+    except KeyboardInterrupt:
+        save_state(run, net, optimizer, step, best, "last")
+        bar.write(f"interrupted at step {step}; checkpoint saved, resume with --resume")
+    finally:
+        bar.close()
+        source.close()
+        log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
