@@ -40,7 +40,7 @@ train: setup
 	$(PY) -m train.train --run runs/v1 --export models/anprd-v1
 
 clip: setup
-	$(PY) -m train.clip --seed 1 --out samples/clip.avi
+	$(PY) -m train.clip --seed 1 --out samples/clip.mp4 --truth samples/clip.truth.csv
 
 install: setup
 	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) bash scripts/install.sh

@@ -45,7 +45,7 @@ from anprd.grabber import FrameSource, SourceError, SourceState, open_source
 from anprd.logs import redact_plate, setup_logging
 from anprd.metrics import Metrics, MetricsServer, MetricsServerError, start_metrics_server
 from anprd.notify import Notifier, Watchdog, default_notifier, format_status
-from anprd.pipeline import CameraPipeline
+from anprd.pipeline import CameraPipeline, warm_up
 from anprd.publisher import EventPublisher, PublisherError
 from anprd.types import PlateEvent
 
@@ -75,7 +75,8 @@ class _Waker:
         self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full pipe: a wake-up is already pending
+        # A full pipe means a wake-up is already pending; a closed one, that nobody waits.
+        with contextlib.suppress(OSError):
             os.write(self._write_fd, b"\0")
 
     def wait(self, timeout: float) -> None:
@@ -89,8 +90,11 @@ class _Waker:
                     pass
 
     def close(self) -> None:
-        os.close(self._read_fd)
-        os.close(self._write_fd)
+        # Once only: a closed descriptor number may already belong to another file.
+        for fd in (self._read_fd, self._write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._read_fd = self._write_fd = -1
 
 
 @dataclass
@@ -223,6 +227,7 @@ class Daemon:
             self._metrics.add_camera(camera.id)
         self._notifier.status("loading model")
         self._detector = PlateDetector.from_config(config.detector, self._base_dir)
+        warm_up(self._detector)
         self._publisher = EventPublisher(config.publisher)
         # Sources open last: a realtime replay's clock starts when it opens.
         sources = self._open_sources(config.cameras)
@@ -436,8 +441,7 @@ class Daemon:
         if self._worker is not None:
             self._worker.join(_ABORT_GRACE_S)
         self._close_outputs()
-        with contextlib.suppress(OSError):
-            self._waker.close()
+        self._waker.close()
 
     # --- reload -----------------------------------------------------------------------------
 
@@ -476,6 +480,7 @@ class Daemon:
         detector = None
         if _detector_needs_load(old.detector, new.detector, self._detector.model_dir, self._base_dir):
             detector = PlateDetector.from_config(new.detector, self._base_dir)
+            warm_up(detector)
         publisher = None
         rebuild_publisher = False
         if new.publisher != old.publisher:

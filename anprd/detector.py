@@ -205,8 +205,8 @@ class PlateDetector:
             if len(rows) == 0:
                 continue
             frac = out["box"].numpy()[0, rows, cols]  # plate box as fractions of its window
-            x = cols * 8 + frac[:, [0, 2]] * WINDOW_W
-            y = rows * 8 + frac[:, [1, 3]] * WINDOW_H
+            x = cols[:, None] * 8 + frac[:, [0, 2]] * WINDOW_W  # (N, 2): x0, x1
+            y = rows[:, None] * 8 + frac[:, [1, 3]] * WINDOW_H  # (N, 2): y0, y1
             boxes.append(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1) / scale)
             scores.append(1 / (1 + np.exp(-logits[rows, cols])))
         if not boxes:

@@ -32,6 +32,7 @@ from anprd.tracker import Tracker, TrackerUpdate
 from anprd.types import Box, Detection, Frame, PlateEvent
 
 if TYPE_CHECKING:
+    from anprd.detector import PlateDetector
     from anprd.metrics import Metrics
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ProcessedFrame",
     "apply_mask",
     "mask_contours",
+    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +99,14 @@ def apply_mask(
         inside = any(cv2.pointPolygonTest(contour, centre, False) >= 0 for contour in contours)
         (dropped if inside else kept).append(detection)
     return kept, dropped
+
+
+def warm_up(detector: PlateDetector) -> None:
+    """Run both of the detector's networks once on a blank image, so that TensorFlow builds its
+    graphs now rather than on the first frames (which a realtime source would then drop)."""
+    blank = np.zeros((2 * 64, 2 * 128), np.uint8)
+    detector.detect(blank)  # the pyramid's detection network
+    detector.read([(96.0, 48.0, 160.0, 80.0)], blank)  # the re-reading network (no plate: none kept)
 
 
 @dataclass

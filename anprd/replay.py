@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -33,14 +34,22 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from anprd.config import AnprdConfig, CameraConfig, ConfigError, ReplayPace, TrackerConfig, load_config
+from anprd.config import (
+    AnprdConfig,
+    CameraConfig,
+    ConfigError,
+    ReplayPace,
+    TrackerConfig,
+    load_config,
+    mask_url,
+)
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import normalise_plate
 from anprd.detector import ModelError, PlateDetector
 from anprd.events import EventSequencer, event_to_json
 from anprd.grabber import SourceError, SourceState, open_source
 from anprd.logs import setup_logging
-from anprd.pipeline import CameraPipeline, ProcessedFrame, mask_contours
+from anprd.pipeline import CameraPipeline, ProcessedFrame, mask_contours, warm_up
 from anprd.types import PlateEvent
 
 __all__ = [
@@ -301,20 +310,38 @@ def _settings(args: argparse.Namespace) -> tuple[DetectorConfig, TrackerConfig, 
     try:
         camera = CameraConfig(
             id=camera_id,
-            url=str(Path(args.video)),
+            url=str(args.video),
             replay_pace=ReplayPace.FAST,
             queue_size=_REPLAY_QUEUE_SIZE,
             mask=configured.mask if configured else None,
         )
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or "video"
-        raise ReplayError(f"{key}: {error['msg']} (got {error.get('input')!r})") from None
+        option = "--camera-id" if error["loc"][:1] == ("id",) else "VIDEO"
+        value = error.get("input")
+        shown = mask_url(value) if isinstance(value, str) else value
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ReplayError(f"{option}: {message} (got {shown!r})") from None
+    if camera.kind.is_live:
+        # A stream never ends and cannot be replayed without drops; the daemon is for those.
+        raise ReplayError(
+            f"{mask_url(camera.url)}: replay reads video files and image folders; "
+            f"use anprd run for {camera.kind.value} sources"
+        )
     return detector, tracker, camera, base_dir
+
+
+def _quiet_video_libraries() -> None:
+    """Our one-line SourceError says what FFmpeg and OpenCV would explain in several lines of
+    their own; ``OPENCV_FFMPEG_LOGLEVEL`` / ``OPENCV_LOG_LEVEL`` set by the user still win."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read at the first open
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def replay_command(args: argparse.Namespace) -> int:
     """Run ``anprd replay``; returns the exit status (2: bad input, reported as one line)."""
+    _quiet_video_libraries()
     try:
         return _replay(args)
     except (ReplayError, ConfigError, ModelError, SourceError) as exc:
@@ -339,6 +366,7 @@ def _replay(args: argparse.Namespace) -> int:
     annotator = _Annotator(annotate, fps, mask_contours(camera.mask)) if annotate else None
     try:
         detector = PlateDetector.from_config(detector_config, base_dir)
+        warm_up(detector)  # keeps graph building out of the fps figure
         events: list[PlateEvent] = []
 
         def publish(event: PlateEvent) -> None:

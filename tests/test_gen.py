@@ -135,3 +135,27 @@ def test_cli_rejects_a_missing_background_folder(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 2
     assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_character_centres_lie_inside_the_plate_in_reading_order(fonts, backgrounds):
+    rng = np.random.default_rng(21)
+    seen = 0
+    while seen < 30:
+        s = sample_window(rng, backgrounds, fonts, difficulty=0.5, positive_fraction=1.0)
+        if not s.present:
+            continue
+        seen += 1
+        x0, _, x1, _ = s.box
+        assert len(s.char_x) == len(s.text)
+        assert all(x0 - 1 <= x <= x1 + 1 for x in s.char_x)
+        assert list(s.char_x) == sorted(s.char_x) or abs(s.char_x[0] - s.char_x[-1]) < 2
+
+
+def test_centred_positives_frame_the_plate_like_the_reader_crop(fonts, backgrounds):
+    rng = np.random.default_rng(8)
+    centred = [s for s in (sample_window(rng, backgrounds, fonts, positive_fraction=1.0, centred_fraction=1.0)
+                           for _ in range(60)) if s.present]
+    assert len(centred) > 40 and all(s.centred for s in centred)
+    for s in centred:
+        x0, y0, x1, y1 = s.box
+        assert abs((x0 + x1) / 2 - 64) <= 5 and abs((y0 + y1) / 2 - 32) <= 4

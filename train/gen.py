@@ -161,21 +161,34 @@ def _glyph(char: str, font_path: str, size: int) -> np.ndarray:
 
 def _text_mask(text: str, font_path: str, size: int) -> np.ndarray:
     """White-on-black mask of `text`, glyphs from a cache (PIL text layout is the generator's hot spot)."""
+    return _text_mask_and_centres(text, font_path, size)[0]
+
+
+def _text_mask_and_centres(text: str, font_path: str, size: int) -> tuple[np.ndarray, list[float]]:
+    """The mask and each character's horizontal centre in it."""
     size = next((s for s in GLYPH_SIZES if s >= size), GLYPH_SIZES[-1])
     glyphs = [_glyph(ch, font_path, size) for ch in text]
     height = max(g.shape[0] for g in glyphs)
-    return np.concatenate([np.pad(g, ((0, height - g.shape[0]), (0, 0))) for g in glyphs], axis=1)
+    widths = np.array([g.shape[1] for g in glyphs], np.float32)
+    centres = (np.cumsum(widths) - widths / 2).tolist()
+    return np.concatenate([np.pad(g, ((0, height - g.shape[0]), (0, 0))) for g in glyphs], axis=1), centres
 
 
-def _text_strip(spec: PlateSpec, font_path: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """The plate's characters as one mask, groups joined by their separators."""
-    masks = [_text_mask(g, font_path, size) for g in spec.groups]
-    height = max(m.shape[0] for m in masks)
+def _text_strip(spec: PlateSpec, font_path: str, size: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, list[float]]:
+    """The plate's characters as one mask, groups joined by their separators, and each character's
+    horizontal centre in the strip (the reader is taught which column holds which character)."""
+    rendered = [_text_mask_and_centres(g, font_path, size) for g in spec.groups]
+    height = max(m.shape[0] for m, _ in rendered)
     parts: list[np.ndarray] = []
-    for i, m in enumerate(masks):
+    centres: list[float] = []
+    x = 0
+    for i, (m, group_centres) in enumerate(rendered):
         if m.shape[0] < height:
             m = np.pad(m, ((0, height - m.shape[0]), (0, 0)))
         parts.append(m)
+        centres += [x + c for c in group_centres]
+        x += m.shape[1]
         if i < len(spec.separators):
             sep = spec.separators[i]
             gap_w = {"": max(1, height // 12), " ": height // 2, "-": height // 2,
@@ -192,7 +205,8 @@ def _text_strip(spec: PlateSpec, font_path: str, size: int, rng: np.random.Gener
                 cv2.ellipse(gap, (cx, cy), axes, 0, 0, 360, int(rng.integers(60, 200)), -1)
                 cv2.ellipse(gap, (cx, cy), axes, 0, 0, 360, 255, max(1, height // 16))
             parts.append(gap)
-    return np.concatenate(parts, axis=1)
+            x += gap_w
+    return np.concatenate(parts, axis=1), centres
 
 
 def _paint(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, value: float) -> None:
@@ -207,8 +221,11 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, value: float) -
 
 
 def _fit_text(canvas: np.ndarray, strip: np.ndarray, box: tuple[int, int, int, int], value: float,
-              rng: np.random.Generator) -> None:
-    """Scale the text strip into box (x0, y0, x1, y1), keeping a plausible aspect, and paint it."""
+              rng: np.random.Generator) -> tuple[float, float, float]:
+    """Scale the text strip into box (x0, y0, x1, y1), keeping a plausible aspect, and paint it.
+
+    Returns (x_offset, x_scale, y_centre): strip x maps to canvas x_offset + x * x_scale.
+    """
     x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
     sh = bh
@@ -221,15 +238,25 @@ def _fit_text(canvas: np.ndarray, strip: np.ndarray, box: tuple[int, int, int, i
             sw = bw
     sw, sh = max(1, int(sw)), max(1, int(sh))
     resized = cv2.resize(strip, (sw, sh), interpolation=cv2.INTER_AREA)
-    _paint(canvas, resized, x0 + (bw - sw) // 2, y0 + (bh - sh) // 2, value)
+    left, top = x0 + (bw - sw) // 2, y0 + (bh - sh) // 2
+    _paint(canvas, resized, left, top, value)
+    return float(left), sw / strip.shape[1], top + sh / 2
 
 
 def render_plate(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.Generator,
                  difficulty: float = 1.0, infrared: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Render a plate, optionally inside a dark holder.
+    """Render a plate, optionally inside a dark holder; see `render_plate_with_chars`."""
+    canvas, corners, _ = render_plate_with_chars(spec, font_path, plate_h, rng, difficulty, infrared)
+    return canvas, corners
 
-    Returns (canvas, plate_corners): a float32 HxW luminance image and the plate rectangle's 4 corners
-    (x, y) in canvas pixels. The holder lies outside the plate rectangle; the presence rule uses the
+
+def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.Generator,
+                            difficulty: float = 1.0, infrared: bool = False
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render a plate, optionally inside a dark holder, and say where each character's centre is.
+
+    Returns (canvas, plate_corners, char_centres): a float32 HxW luminance image, the plate rectangle's
+    4 corners (x, y) in canvas pixels and an N x 2 array of the N characters' centres. The holder lies outside the plate rectangle; the presence rule uses the
     plate only.
     """
     aspect = {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family] * rng.uniform(0.93, 1.07)
@@ -289,13 +316,14 @@ def render_plate(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.G
             _paint(plate, cv2.resize(slogan, (max(1, sw), sh)), (plate_w - sw) // 2,
                    int(plate_h * 0.87), rng.uniform(0, plate_lum - 50))
     size = int(np.clip(plate_h * 0.8, 10, 160))
-    strip = _text_strip(spec, font_path, size, rng)
+    strip, strip_centres = _text_strip(spec, font_path, size, rng)
     text_box = (left + int(plate_w * 0.02), top, plate_w - int(plate_w * 0.04), bottom)
     fit_seed = int(rng.integers(2**31))
     if spec.family == "us" and rng.random() < 0.5:  # embossed: a lighter copy offset by a pixel
         shifted = (text_box[0] + 1, text_box[1] + 1, text_box[2] + 1, text_box[3] + 1)
         _fit_text(plate, strip, shifted, min(255, plate_lum + 25), np.random.default_rng(fit_seed))
-    _fit_text(plate, strip, text_box, text_lum, np.random.default_rng(fit_seed))
+    x_offset, x_scale, y_centre = _fit_text(plate, strip, text_box, text_lum, np.random.default_rng(fit_seed))
+    char_centres = np.array([[x_offset + c * x_scale, y_centre] for c in strip_centres], np.float32)
 
     if rng.random() < 0.5:  # printed border
         t = max(1, plate_h // 30)
@@ -337,7 +365,7 @@ def render_plate(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.G
         canvas[:, bx0: bx0 + bar_w] = rng.uniform(0, 120)
     corners = np.array([[ox, oy], [ox + plate_w, oy], [ox + plate_w, oy + plate_h], [ox, oy + plate_h]],
                        np.float32)
-    return canvas, corners
+    return canvas, corners, char_centres + np.array([ox, oy], np.float32)
 
 
 FONTS_FOR_SMALL_TEXT = (
@@ -530,6 +558,8 @@ class WindowSample:
     text: str
     box: tuple[float, float, float, float]  # plate x0, y0, x1, y1 (meaningful when present)
     kind: str  # "positive" or one of NEGATIVE_KINDS
+    centred: bool = False  # framed like a re-read crop; the text is learned from these
+    char_x: tuple[float, ...] = ()  # each character's centre x in the window (positives)
 
 
 def _scale_range(bw: float, bh: float) -> tuple[float, float]:
@@ -540,8 +570,14 @@ def _scale_range(bw: float, bh: float) -> tuple[float, float]:
 
 
 def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
-                  difficulty: float = 1.0, positive_fraction: float = 0.6) -> WindowSample:
-    """One random window: positive with probability `positive_fraction`, else a negative of each kind."""
+                  difficulty: float = 1.0, positive_fraction: float = 0.6,
+                  centred_fraction: float = 0.5) -> WindowSample:
+    """One random window: positive with probability `positive_fraction`, else a negative of each kind.
+
+    A `centred_fraction` of the positives frame the plate as the detector's re-read crop does
+    (centred, ~70% wide); only those teach reading (`WindowSample.centred`), so the reader learns
+    the framing it is used with, while every positive teaches presence.
+    """
     kind = "positive" if rng.random() < positive_fraction else str(
         rng.choice(NEGATIVE_KINDS, p=[0.3, 0.2, 0.2, 0.3]))
     background = backgrounds.crop(WINDOW_W, WINDOW_H).astype(np.float32)
@@ -562,17 +598,22 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
     font = str(fonts[rng.integers(len(fonts))])
     plate_seed = int(rng.integers(2**31))
 
-    def draw(height: int) -> tuple[np.ndarray, np.ndarray]:  # same plate at any resolution
-        return render_plate(spec, font, height, np.random.default_rng(plate_seed), difficulty, infrared)
+    def draw(height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # same plate at any resolution
+        return render_plate_with_chars(spec, font, height, np.random.default_rng(plate_seed), difficulty,
+                                       infrared)
 
-    canvas, corners = draw(32)
+    canvas, corners, _ = draw(32)
     for _ in range(20):  # draw a pose whose size band exists (extreme yaw can make it empty)
         canvas_pts, plate_pts = _pose_points(corners, canvas.shape[1], canvas.shape[0], rng, difficulty)
         bw, bh = np.ptp(plate_pts[:, 0]), np.ptp(plate_pts[:, 1])
         s_lo, s_hi = _scale_range(bw, bh)
         if s_lo < s_hi:
             break
-    if kind == "positive" or kind == "truncated":
+    centred = kind == "positive" and rng.random() < centred_fraction
+    if centred:  # width 62-78% of the window, or the largest that fits the height rule
+        scale = min(rng.uniform(0.62, 0.78) * WINDOW_W / bw, s_hi)
+        scale = max(scale, s_lo)
+    elif kind == "positive" or kind == "truncated":
         scale = math.exp(rng.uniform(math.log(s_lo), math.log(s_hi)))
     elif kind == "too_small":
         scale = s_lo * rng.uniform(0.3, 0.92)
@@ -596,6 +637,9 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
     elif kind == "too_big":
         tx = rng.uniform(min(0.0, WINDOW_W - pw), max(0.0, WINDOW_W - pw))
         ty = rng.uniform(min(0.0, WINDOW_H - ph), max(0.0, WINDOW_H - ph))
+    elif centred:  # as the detector's re-read crop frames a plate: centred, ~70% of the width
+        tx = (WINDOW_W - pw) / 2 + rng.uniform(-4, 4)
+        ty = (WINDOW_H - ph) / 2 + rng.uniform(-3, 3)
     else:
         tx = rng.uniform(0, WINDOW_W - pw)
         ty = rng.uniform(0, WINDOW_H - ph)
@@ -608,7 +652,7 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
         kind = "positive" if present else "truncated"
 
     # render at about 1.5x the final size so the warp downsamples without aliasing
-    canvas, _ = draw(int(np.clip(scale * 1.5, 10, 140)))
+    canvas, _, char_centres = draw(int(np.clip(scale * 1.5, 10, 140)))
     src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
                     [0, canvas.shape[0]]], np.float32)
     dst = canvas_pts * scale + offset
@@ -619,7 +663,9 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
     image = background * (1 - alpha) + warped * alpha
     image = _apply_camera(image, rng, difficulty, night)
     text = spec.text if present else ""
-    return WindowSample(image, present, text, box, kind)
+    char_x = cv2.perspectiveTransform(char_centres[None].astype(np.float32), matrix)[0, :, 0]
+    return WindowSample(image, present, text, box, kind, centred and present,
+                        tuple(float(x) for x in char_x) if present else ())
 
 
 # --------------------------------------------------------------------------------------------------

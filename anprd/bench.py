@@ -1,0 +1,111 @@
+"""Speed and memory figures (`make bench`): prints them, asserts nothing.
+
+    python -m anprd.bench [--frames DIR] [--count N] [--model DIR]
+
+Measures, on this machine:
+- model load time and process memory after loading;
+- whole-frame detection (pyramid + reading) per frame, median and p90, on real 720p street frames
+  (../shared/data/streets when present, else frames of the bundled clip), at the default
+  min_plate_width and at 100 px;
+- reading alone: the window model on a batch of 16 plate crops;
+- the replay pipeline's throughput on the bundled clip (frames per second, flat out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+STREETS = REPO.parent / "shared" / "data" / "streets"
+CLIP = REPO / "samples" / "clip.mp4"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _frames(folder: Path | None, count: int) -> tuple[str, list[np.ndarray]]:
+    if folder and folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:count]
+        return str(folder), [cv2.imread(str(p)) for p in files]
+    capture = cv2.VideoCapture(str(CLIP))
+    frames = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    return str(CLIP), frames
+
+
+def _timed(fn, items) -> list[float]:
+    out = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _summary(ms: list[float]) -> str:
+    return f"median {statistics.median(ms):.0f} ms, p90 {np.percentile(ms, 90):.0f} ms (n={len(ms)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anprd.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=Path, default=STREETS if STREETS.is_dir() else None)
+    parser.add_argument("--count", type=int, default=30)
+    parser.add_argument("--model", default="models/anprd-v1")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    from anprd.config.detector import DetectorConfig
+    from anprd.detector import PlateDetector, read_crop_window
+
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    start = time.perf_counter()
+    detector = PlateDetector.from_config(DetectorConfig(model=args.model), REPO)
+    print(f"model load: {time.perf_counter() - start:.1f} s, process max RSS {_rss_mb():.0f} MB, "
+          f"device {detector.device}")
+
+    source, frames = _frames(args.frames, args.count)
+    h, w = frames[0].shape[:2]
+    detector.detect(frames[0])  # warm-up: traces the graph once per pyramid shape
+    for min_width in (60, 100):
+        detector.config = DetectorConfig(model=args.model, min_plate_width=min_width)
+        detector.detect(frames[0])
+        ms = _timed(detector.detect, frames)
+        print(f"detect {w}x{h} frames from {source}, min_plate_width {min_width}: {_summary(ms)} "
+              f"-> {1000 / statistics.median(ms):.1f} fps")
+
+    gray = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
+    boxes = [(100 + 40 * i, 200, 220 + 40 * i, 230) for i in range(16)]
+    detector.read(boxes, gray)
+    ms = _timed(lambda _: detector.read(boxes, gray), range(20))
+    print(f"read 16 plate crops (window model + beam search): {_summary(ms)}")
+    ms = _timed(lambda _: [read_crop_window(gray, b) for b in boxes], range(20))
+    print(f"cut 16 crops: {_summary(ms)}")
+    print(f"process max RSS after detection: {_rss_mb():.0f} MB")
+
+    if CLIP.is_file():
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "anprd.cli", "replay", str(CLIP), "--json",
+                                 "--model", str(REPO / args.model)], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
+        print(f"replay {CLIP.name} flat out: {last} (wall {wall:.0f} s incl. start-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
