@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -167,10 +168,8 @@ class PlateDetector:
         from anprd.model import NetConfig, PlateNet
 
         if config.threads:
-            try:
+            with contextlib.suppress(RuntimeError):  # already initialised in this process
                 tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-            except RuntimeError:  # already initialised in this process
-                pass
         gpus = tf.config.list_physical_devices("GPU")
         if config.device == "gpu" and not gpus:
             raise ModelError("detector.device is 'gpu' but TensorFlow sees no GPU")
@@ -234,7 +233,7 @@ class PlateDetector:
         """Re-read plate boxes (x0, y0, x1, y1) on centred crops; returns verified detections."""
         if not boxes:
             return []
-        windows, frames = zip(*(read_crop_window(gray, b) for b in boxes))
+        windows, frames = zip(*(read_crop_window(gray, b) for b in boxes), strict=True)
         batch = np.stack(windows)[..., None].astype(np.float32)
         with self._tf.device(self.device):
             out = self._read_fn(batch)

@@ -54,7 +54,8 @@ def read_labels(folder: Path) -> list[LabelledImage]:
         cols = line.split("\t")
         where = f"{labels}:{number}"
         if len(cols) not in (5, 6) or not cols[0].strip():
-            raise EvalError(f"{where}: expected 6 tab-separated columns (file x y w h PLATE), got {len(cols)}")
+            raise EvalError(f"{where}: expected 6 tab-separated columns (file x y w h PLATE), "
+                            f"got {len(cols)}")
         name = cols[0].strip()
         if not (folder / name).is_file():
             raise EvalError(f"{where}: image not found: {folder / name}")
@@ -102,7 +103,7 @@ def score_image(truth: list[tuple[Box, str]], predicted: list[Detection]) -> Ima
     if truth and predicted:
         iou = np.array([[t.iou(p.box) for p in predicted] for t, _ in truth])
         rows, cols = linear_sum_assignment(-iou)
-        matched = {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= IOU_MATCH}
+        matched = {int(r): int(c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= IOU_MATCH}
     read = errors = 0
     misreads = []
     for i, (_, plate) in enumerate(truth):

@@ -127,9 +127,7 @@ if [ -d "$REPO/schema" ]; then
     install -d -m 0755 "$DESTDIR$DATADIR/schema"
     install -m 0644 "$REPO"/schema/*.json "$DESTDIR$DATADIR/schema/"
 fi
-if [ -f "$REPO/docs/service.md" ]; then
-    install -D -m 0644 "$REPO/docs/service.md" "$DESTDIR$PREFIX/share/doc/anprd/service.md"
-fi
+install -D -m 0644 "$REPO/README.md" "$DESTDIR$PREFIX/share/doc/anprd/README.md"
 say "data in $DESTDIR$DATADIR"
 
 # --- Group that may read the config (camera passwords) ---------------------------------------

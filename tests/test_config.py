@@ -241,3 +241,10 @@ def test_config_reference_script_prints_the_table() -> None:
         timeout=60,
     )
     assert result.stdout == config_reference_markdown()
+
+
+def test_bundled_configs_load() -> None:
+    """config.yaml (make run) and config.example.yaml (make install) must stay valid."""
+    repo = Path(__file__).resolve().parent.parent
+    assert load_config(repo / "config.yaml").cameras[0].id == "sample"
+    assert load_config(repo / "config.example.yaml").publisher.spool_path is not None

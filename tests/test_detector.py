@@ -93,7 +93,7 @@ def test_detections_carry_candidates_and_posteriors(detector):
     assert detections, "no plate found in five easy scenes"
     det = detections[0]
     assert det.candidates and det.candidates[0].text == det.text
-    assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:]))
+    assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:], strict=False))
     assert det.char_probs.shape == (32, 37)
     np.testing.assert_allclose(det.char_probs.sum(axis=1), 1.0, rtol=1e-4)
 

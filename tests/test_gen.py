@@ -113,7 +113,7 @@ def test_scene_labels_match_plates(fonts, backgrounds):
     image, plates = sample_scene(rng, backgrounds, fonts, size=(640, 360))
     assert image.shape == (360, 640, 3) and plates
     for (x, y, w, h), text in plates:
-        assert 0 <= x and 0 <= y and x + w <= 640 and y + h <= 360
+        assert x >= 0 and y >= 0 and x + w <= 640 and y + h <= 360
         assert image[y:y + h, x:x + w].std() > 5 and text.isalnum()
 
 
@@ -122,9 +122,10 @@ def test_cli_writes_windows_and_labels(tmp_path):
     result = subprocess.run([sys.executable, "-m", "train.gen", "--count", "12", "--out", str(out),
                              "--seed", "4"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    rows = list(csv.reader(open(out / "labels.tsv"), delimiter="\t"))[1:]
+    with open(out / "labels.tsv") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))[1:]
     assert len(rows) == 12
-    for name, present, text, kind, *box in rows:
+    for name, present, _text, kind, *box in rows:
         assert cv2.imread(str(out / name), cv2.IMREAD_GRAYSCALE).shape == (64, 128)
         assert (present == "1") == presence_label(tuple(map(float, box))) or kind == "absent"
 

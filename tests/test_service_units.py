@@ -142,7 +142,7 @@ def _seconds(value: str) -> float:
 
 
 def test_install_script_usage_and_checks(tmp_path: Path) -> None:
-    # Only the argument checks: a real install builds the package (see docs/service.md).
+    # Only the argument checks: a real install builds the package (see the README, "Run as a service").
     script = REPO_ROOT / "scripts" / "install.sh"
     shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, check=False)
     assert shown.returncode == 0 and "PREFIX" in shown.stdout and "DESTDIR" in shown.stdout

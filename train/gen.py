@@ -256,8 +256,8 @@ def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: 
     """Render a plate, optionally inside a dark holder, and say where each character's centre is.
 
     Returns (canvas, plate_corners, char_centres): a float32 HxW luminance image, the plate rectangle's
-    4 corners (x, y) in canvas pixels and an N x 2 array of the N characters' centres. The holder lies outside the plate rectangle; the presence rule uses the
-    plate only.
+    4 corners (x, y) in canvas pixels and an N x 2 array of the N characters' centres. The holder
+    lies outside the plate rectangle; the presence rule uses the plate only.
     """
     aspect = {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family] * rng.uniform(0.93, 1.07)
     plate_w = max(8, int(round(plate_h * aspect)))

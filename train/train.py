@@ -161,7 +161,7 @@ def greedy_decode(logits: np.ndarray) -> list[str]:
 
 
 def labels_to_text(labels: np.ndarray, lengths: np.ndarray) -> list[str]:
-    return ["".join(ALPHABET[k] for k in row[:n]) for row, n in zip(labels, lengths)]
+    return ["".join(ALPHABET[k] for k in row[:n]) for row, n in zip(labels, lengths, strict=True)]
 
 
 def evaluate(predict, data: dict[str, np.ndarray], batch_size: int = 256) -> dict[str, float]:
@@ -174,9 +174,10 @@ def evaluate(predict, data: dict[str, np.ndarray], batch_size: int = 256) -> dic
     pos = data["present"] > 0.5
     read = data["read"] > 0.5  # reading is scored on crops framed as the detector frames them
     truth = labels_to_text(data["labels"], data["label_len"])
-    reads = [t == p for t, p, m in zip(truth, texts, read) if m]
-    char_hits = sum(sum(a == b for a, b in zip(t, p)) for t, p, m in zip(truth, texts, read) if m)
-    char_total = sum(max(len(t), len(p)) for t, p, m in zip(truth, texts, read) if m)
+    scored = [(t, p) for t, p, m in zip(truth, texts, read, strict=True) if m]
+    reads = [t == p for t, p in scored]
+    char_hits = sum(sum(a == b for a, b in zip(t, p, strict=False)) for t, p in scored)
+    char_total = sum(max(len(t), len(p)) for t, p in scored)
     predicted = presence > 0.0  # logit 0 = probability 0.5
     return {
         "presence_acc": float((predicted == pos).mean()),
@@ -214,11 +215,12 @@ def build_training(net, total_steps: int, lr: float):
             read_weight = read / tf.maximum(tf.reduce_sum(read), 1.0)
             ctc_loss = tf.reduce_sum(ctc * read_weight)
             # dense per-column targets from the generator break CTC's long all-blank plateau
-            column_ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(columns, out["text"]), 1)
+            column_ce = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(columns, out["text"]), axis=1)
             column_loss = tf.reduce_sum(column_ce * columns_ok / tf.maximum(tf.reduce_sum(columns_ok), 1.0))
             loss = presence_loss + 0.1 * ctc_loss + column_loss + 5.0 * box_loss
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss, presence_loss, ctc_loss, column_loss, box_loss
 
     @tf.function(reduce_retracing=True)
@@ -346,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                          args.batch_size)
     log_path = run / "log.csv"
     new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")
+    log = open(log_path, "a", newline="")  # noqa: SIM115 (open for the whole run, closed in finally)
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "time", "loss", "presence_loss", "ctc_loss", "column_loss", "box_loss",

@@ -6,11 +6,12 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from anprd.config.base import AnprdBaseModel
+from anprd.logs import mask_secrets
 
 __all__ = [
     "CameraConfig",
@@ -26,7 +27,6 @@ _NETWORK_SCHEMES = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "h
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _WEBCAM_DEVICE = re.compile(r"^/dev/video\d+$")
 # Query parameters some cameras use to carry credentials (e.g. ?user=admin&password=...).
-_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig", re.IGNORECASE)
 
 
 class FieldRuleError(ValueError):
@@ -82,33 +82,15 @@ def source_kind(url: str) -> SourceKind:
 def mask_url(url: str) -> str:
     """Return ``url`` with its password (and secret-looking query values) replaced by ``***``.
 
-    Use on every URL that reaches a log message or an error.
+    Use on every URL that reaches a log message or an error; one masking rule for the whole
+    project lives in `anprd.logs.mask_secrets`.
 
     Examples
     --------
     >>> mask_url("rtsp://admin:hunter2@10.0.0.5:554/stream1")
     'rtsp://admin:***@10.0.0.5:554/stream1'
     """
-    if not _URL_SCHEME.match(url):
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        # Unparseable: drop everything between the scheme and the host rather than risk a leak.
-        return re.sub(r"://[^/]*@", "://***@", url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs],
-            safe="*/",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return mask_secrets(url)
 
 
 Point = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
