@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         export(args.run, args.export)
         return 0
+    if not args.resume and (args.run / "state.json").exists():
+        print(f"train: {args.run} already has a run; use --resume or another --run", file=sys.stderr)
+        return 2
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -309,9 +312,6 @@ def main(argv: list[str] | None = None) -> int:
         args.backgrounds = [Path(b) for b in saved["backgrounds"]]
         net_config = NetConfig.from_json(saved["net"])
     else:
-        if (run / "state.json").exists():
-            print(f"train: {run} already has a run; use --resume or another --run", file=sys.stderr)
-            return 2
         run.mkdir(parents=True, exist_ok=True)
         net_config = NetConfig()
         (run / "args.json").write_text(json.dumps({

@@ -1,0 +1,52 @@
+"""Training stops with a checkpoint, resumes where it stopped, and exports a loadable model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train.train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_stop_resume_and_export(tmp_path):
+    run = tmp_path / "run"
+    common = ["--run", str(run)]
+    first = train(*common, "--steps", "6", "--batch-size", "8", "--val-count", "24", "--val-every", "2",
+                  "--seed", "3", "--max-minutes", "0")  # stops after its first step, with a checkpoint
+    assert first.returncode == 0, first.stderr
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 1
+
+    again = train(*common, "--steps", "6")  # a second fresh start into the same folder is refused
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    resumed = train(*common, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout + resumed.stderr
+    assert json.loads((run / "state.json").read_text())["step"] == 6
+    with open(run / "log.csv") as fh:
+        steps = [int(row["step"]) for row in csv.DictReader(fh)]
+    assert steps == [1, 2, 4, 6]
+
+    out = tmp_path / "model"
+    exported = train(*common, "--export", str(out))
+    assert exported.returncode == 0, exported.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["seed"] == 3 and meta["steps_trained"] == 6 and "--max-minutes" in meta["command"]
+    assert {"read_acc", "char_acc", "presence_acc"} <= set(meta["validation"])
+
+    from anprd.config.detector import DetectorConfig
+    from anprd.detector import PlateDetector
+
+    detector = PlateDetector(out, DetectorConfig())
+    assert isinstance(detector.detect(np.zeros((120, 240, 3), np.uint8)), list)
