@@ -16,6 +16,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -232,3 +233,17 @@ def rtsp_server_factory(
 def rtsp_server(rtsp_server_factory: Callable[..., RtspTestServer]) -> str:
     """URL of a live H.264 RTSP stream of ``sample_video`` on loopback."""
     return rtsp_server_factory().url
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 4 s 640x360 clip with one passing car, and its truth CSV (train.clip); shared by the replay
+    and daemon tests, rendered once."""
+    folder = tmp_path_factory.mktemp("clip")
+    video, truth = folder / "clip.mp4", folder / "clip.truth.csv"
+    subprocess.run(
+        [sys.executable, "-m", "train.clip", "--seed", "5", "--seconds", "4", "--size", "640x360",
+         "--out", str(video), "--truth", str(truth)],
+        check=True, capture_output=True, cwd=REPO_ROOT, timeout=300,
+    )
+    return video, truth

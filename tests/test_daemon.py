@@ -44,19 +44,6 @@ WATCHDOG_USEC = 1_000_000  # systemd's WatchdogSec=1s: the daemon pings every 0.
 # --- fixtures and helpers ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 4 s 640x360 clip with one passing car, and its truth CSV (train.clip)."""
-    folder = tmp_path_factory.mktemp("clip")
-    video, truth = folder / "clip.mp4", folder / "clip.truth.csv"
-    subprocess.run(
-        [sys.executable, "-m", "train.clip", "--seed", "5", "--seconds", "4", "--size", "640x360",
-         "--out", str(video), "--truth", str(truth)],
-        check=True, capture_output=True, cwd=REPO, timeout=300,
-    )
-    return video, truth
-
-
 @pytest.fixture
 def sample_video(clip: tuple[Path, Path]) -> Path:
     """Overrides conftest's video: the RTSP test servers here stream the plate clip."""

@@ -44,19 +44,6 @@ def _anprd(*args: str, timeout: float = REPLAY_TIMEOUT_S) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 4 s 640x360 clip with one passing car, and its truth CSV (train.clip)."""
-    folder = tmp_path_factory.mktemp("clip")
-    video, truth = folder / "clip.mp4", folder / "clip.truth.csv"
-    subprocess.run(
-        [sys.executable, "-m", "train.clip", "--seed", "5", "--seconds", "4", "--size", "640x360",
-         "--out", str(video), "--truth", str(truth)],
-        check=True, capture_output=True, cwd=REPO, timeout=300,
-    )
-    return video, truth
-
-
-@pytest.fixture(scope="module")
 def replayed(clip: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
     """One replay of the clip with --truth, --json and --annotate, shared by the tests below."""
     video, truth = clip
