@@ -194,6 +194,12 @@ class CandidateFusion:
         the score of a candidate a frame without posteriors did not list.
     top_n
         Candidates returned in the fused reading.
+    effective_frames
+        How many independent frames a track's evidence counts as for its confidence. Frames of
+        one plate share its blur, angle and font, so their errors are correlated: summing 100
+        frames' log-likelihoods as if independent reports 100% for a plate read two ways. The
+        summed log-likelihoods are scaled by ``min(1, effective_frames / frames)`` before the
+        softmax; the ranking of candidates does not change, only their probabilities.
     """
 
     def __init__(
@@ -203,11 +209,15 @@ class CandidateFusion:
         max_candidates: int = 32,
         log_floor: float = -14.0,
         top_n: int = 5,
+        effective_frames: float = 3.0,
     ) -> None:
         if max_frames < 1 or max_candidates < 1 or top_n < 1:
             raise ValueError("max_frames, max_candidates and top_n must be >= 1")
         if not log_floor < 0:
             raise ValueError(f"log_floor must be negative, got {log_floor}")
+        if not effective_frames >= 1:
+            raise ValueError(f"effective_frames must be >= 1, got {effective_frames}")
+        self._effective_frames = effective_frames
         self._max_frames = max_frames
         self._max_candidates = max_candidates
         self._log_floor = log_floor
@@ -257,7 +267,7 @@ class CandidateFusion:
     def _fuse(self) -> FusedReading:
         if not self._texts:
             return _EMPTY_READING
-        totals = self._scores.sum(axis=0)
+        totals = self._scores.sum(axis=0) * min(1.0, self._effective_frames / len(self._evidence))
         posteriors = np.exp(totals - totals.max())
         posteriors /= posteriors.sum()
         # Stable order: ties go to the candidate seen first.
@@ -297,6 +307,7 @@ def fuse_detections(
     *,
     top_n: int = 5,
     log_floor: float = -14.0,
+    effective_frames: float = 3.0,
 ) -> FusedReading:
     """Fuse all `detections` of one plate at once (see `CandidateFusion`, without caps)."""
     items = list(detections)
@@ -305,6 +316,7 @@ def fuse_detections(
         max_candidates=max(1, sum(1 + len(d.candidates) for d in items)),
         log_floor=log_floor,
         top_n=top_n,
+        effective_frames=effective_frames,
     )
     for detection in items:
         fusion.add(detection)

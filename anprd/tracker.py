@@ -16,7 +16,8 @@ Lifetime rules:
 
 - a track is *confirmed* after `min_frames` matches; shorter tracks end silently;
 - it *ends* after more than `max_misses` missed frames or `max_gap_s` seconds without a match
-  (short occlusions are survived), and a confirmed track with a readable plate is then reported;
+  (short occlusions are survived), and a confirmed track whose fused plate has at least
+  `min_plate_length` characters is then reported;
 - at `max_age_s` it is reported and ends, and a *continuation* track takes over its motion state
   at once. A continuation remembers the plates already reported on its line and reports only a
   plate that differs from all of them by more than `same_plate_max_text_distance`: a car parked
@@ -430,6 +431,7 @@ class Tracker:
             max_candidates=config.fusion_max_candidates,
             log_floor=config.fusion_log_floor,
             top_n=config.top_n,
+            effective_frames=config.fusion_effective_frames,
         )
 
     def _start(self, detection: Detection, frame_time: float, frame_number: int) -> _TrackState:
@@ -508,7 +510,7 @@ class Tracker:
         if state.track.frames_seen < after:
             return False
         text = state.fusion.reading().text
-        if not text:  # nothing readable yet: try again on the next match
+        if len(text) < self._config.min_plate_length:  # nothing readable yet: try on the next match
             return False
         state.provisional_done = True
         return not self._already_reported(state, text)
@@ -524,7 +526,7 @@ class Tracker:
             return  # tentative (false positive) or a continuation that never matched
         report = self._report(state, reason)
         text = report.reading.text
-        if text and not self._already_reported(state, text):
+        if len(text) >= self._config.min_plate_length and not self._already_reported(state, text):
             ended.append(report)
         else:
             suppressed.append(report)

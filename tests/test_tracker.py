@@ -241,6 +241,30 @@ def test_fusion_beats_majority_vote() -> None:
     assert fused.candidates[0] == Candidate(TRUTH, fused.confidence)
 
 
+def test_fused_confidence_counts_correlated_frames_as_few_witnesses() -> None:
+    # 40 frames that split 24/16 between two readings of one character: as independent
+    # evidence the winner would be certain; tempered to 3 frames it stays uncertain.
+    frames = [detection(100.0, 100.0, "E40FWR", confusions={2: ("D", 0.3 if n % 5 < 3 else 0.6)})
+              for n in range(40)]
+    independent = fuse_detections(frames, effective_frames=len(frames))
+    tempered = fuse_detections(frames, effective_frames=3)
+    assert tempered.text == independent.text == "E40FWR"
+    assert independent.confidence > 0.99
+    assert 0.5 < tempered.confidence < 0.95
+    assert [c.text for c in tempered.candidates] == [c.text for c in independent.candidates]
+    with pytest.raises(ValueError, match="effective_frames"):
+        CandidateFusion(effective_frames=0.5)
+
+
+def test_a_one_character_reading_gives_no_event_unless_allowed() -> None:
+    lamp = [[detection(300.0, 200.0, "U")] for _ in range(12)]  # e.g. a tail light read as "U"
+    for min_length, expected in ((2, []), (1, ["U"])):
+        tracker = Tracker(TrackerConfig(min_frames=3, min_plate_length=min_length))
+        updates = run(tracker, lamp)
+        finish(tracker, updates)
+        assert [r.reading.text for r in ended(updates)] == expected
+
+
 def test_fusion_beats_majority_vote_through_the_tracker() -> None:
     tracker = Tracker(TrackerConfig(min_frames=3))
     updates = run(tracker, [[d] for d in _misread_frames()])

@@ -50,3 +50,20 @@ def test_stop_resume_and_export(tmp_path):
 
     detector = PlateDetector(out, DetectorConfig())
     assert isinstance(detector.detect(np.zeros((120, 240, 3), np.uint8)), list)
+
+
+def test_second_stage_starts_from_the_first_and_export_lists_both(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    small = ["--batch-size", "8", "--val-count", "16", "--val-every", "2"]
+    assert train("--run", str(first), "--steps", "2", "--seed", "4", *small).returncode == 0
+    staged = train("--run", str(second), "--init-from", str(first), "--steps", "2", "--seed", "5", *small)
+    assert staged.returncode == 0, staged.stderr
+    assert "initialised from" in staged.stdout + staged.stderr
+    with open(second / "log.csv") as fh:
+        assert [float(row["difficulty"]) for row in csv.DictReader(fh)] == [1.0]  # no second curriculum
+
+    out = tmp_path / "model"
+    assert train("--run", str(second), "--export", str(out)).returncode == 0
+    stages = json.loads((out / "model.json").read_text())["stages"]
+    assert [stage["seed"] for stage in stages] == [4, 5]
+    assert [stage["steps"] for stage in stages] == [2, 2]

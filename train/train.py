@@ -245,6 +245,29 @@ def save_state(run: Path, net, optimizer, step: int, best: dict, name: str = "la
     del tf
 
 
+def training_minutes(run: Path) -> float:
+    """Wall-clock training minutes of a run, summed over its resumed segments (the log's time
+    column restarts at each resume)."""
+    with open(run / "log.csv", newline="") as fh:
+        times = [float(row["time"]) for row in csv.DictReader(fh)]
+    if not times:
+        return 0.0
+    segment_ends = [t for t, after in zip(times, [*times[1:], -1.0], strict=True) if after < t]
+    return round(sum(segment_ends) / 60, 1)
+
+
+def training_stages(run: Path) -> list[dict]:
+    """The commands that made a run's weights, first stage first (following --init-from)."""
+    args = json.loads((run / "args.json").read_text())
+    state = json.loads((run / "state.json").read_text())
+    stage = {"command": args["command"], "seed": args["seed"], "steps": state["step"],
+             "minutes": training_minutes(run)}
+    init_from = args.get("init_from")
+    if init_from and Path(init_from).is_dir():
+        return [*training_stages(Path(init_from)), stage]
+    return [stage]
+
+
 def export(run: Path, out_dir: Path) -> None:
     """Copy the best weights and write the metadata the detector needs."""
     import shutil
@@ -270,6 +293,7 @@ def export(run: Path, out_dir: Path) -> None:
         "validation": state["best"],
         "validation_set": {"count": args["val_count"], "seed": args["val_seed"], "difficulty": 1.0},
         "backgrounds": args["backgrounds"],
+        "stages": training_stages(run),
     }
     (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"exported {run / 'best.weights.h5'} -> {out_dir} (val {state['best']})")
@@ -291,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--export", type=Path, help="only export the run's best weights to this folder")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--init-from", type=Path,
+                        help="start from these weights (a run folder's best, or a .weights.h5 file) at full "
+                             "difficulty: a second stage with a fresh learning-rate schedule")
     args = parser.parse_args(argv)
 
     if args.export:
@@ -309,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads((run / "args.json").read_text())
         for key in ("steps", "batch_size", "lr", "seed", "workers", "val_count", "val_seed", "val_every"):
             setattr(args, key, saved[key])
+        args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
         args.backgrounds = [Path(b) for b in saved["backgrounds"]]
         net_config = NetConfig.from_json(saved["net"])
     else:
@@ -318,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "workers": args.workers, "val_count": args.val_count, "val_seed": args.val_seed,
             "val_every": args.val_every, "backgrounds": [str(b) for b in args.backgrounds],
+            "init_from": str(args.init_from) if args.init_from else None,
             "net": net_config.to_json(),
             "command": "python -m train.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         }, indent=1))
@@ -326,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     net = PlateNet(net_config)
     optimizer, train_step, predict = build_training(net, args.steps, args.lr)
     step, best = 0, {"read_acc": -1.0}
+    if args.init_from and not args.resume:
+        weights = args.init_from / "best.weights.h5" if args.init_from.is_dir() else args.init_from
+        net.window_model.load_weights(weights)
+        print(f"initialised from {weights}")
     if args.resume:
         state = json.loads((run / "state.json").read_text())
         step, best = state["step"], state["best"]
@@ -360,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     losses: list[np.ndarray] = []
     try:
         while step < args.steps:
-            source.difficulty.value = min(1.0, step / (0.4 * args.steps))
+            # The curriculum eases a fresh network in; a second stage starts where the first ended.
+            source.difficulty.value = 1.0 if args.init_from else min(1.0, step / (0.4 * args.steps))
             b = source.next()
             result = train_step(b["image"], b["present"], b["box"], b["labels"], b["label_len"], b["read"],
                                 b["columns"], b["columns_ok"])

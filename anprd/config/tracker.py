@@ -105,6 +105,19 @@ class TrackerConfig(AnprdBaseModel):
         description="Lowest log-likelihood one frame can give a candidate, so one bad frame cannot "
         "veto a plate; also the score of an unlisted candidate when a frame has no posteriors.",
     )
+    fusion_effective_frames: float = Field(
+        3.0,
+        ge=1,
+        description="Independent frames a track's evidence counts as for its confidence: frames of "
+        "one plate share their errors, so 100 frames are not 100 witnesses. Changes the reported "
+        "confidence and candidate probabilities, never the chosen text.",
+    )
+    min_plate_length: int = Field(
+        2,
+        ge=1,
+        description="Characters a fused plate needs to be reported; shorter readings (a lamp or a "
+        "sign read as one letter) end silently. 1 reports single-character plates.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrackerConfig:
