@@ -7,6 +7,9 @@ Measures, on this machine:
 - whole-frame detection (pyramid + reading) per frame, median and p90, on real 720p street frames
   (../shared/data/streets when present, else frames of the bundled clip), at the default
   min_plate_width and at 100 px;
+- the HOG pre-filter (`--prefilter-model`, when present): proposals alone (wall and process CPU time,
+  regions per frame), then detection with `prefilter: hog` against the full pyramid on the same
+  frames, taken in turn frame by frame, and how many full-pyramid plates the pre-filtered run keeps;
 - reading alone: the window model on a batch of 16 plate crops;
 - the replay pipeline's throughput on the bundled clip (frames per second, flat out).
 """
@@ -61,11 +64,54 @@ def _summary(ms: list[float]) -> str:
     return f"median {statistics.median(ms):.0f} ms, p90 {np.percentile(ms, 90):.0f} ms (n={len(ms)})"
 
 
+def _bench_prefilter(args: argparse.Namespace, detector, frames: list[np.ndarray], what: str) -> None:
+    """HOG proposals alone, then detection with and without the pre-filter, frame by frame in turn."""
+    from anprd.config.detector import DetectorConfig
+    from anprd.detector import ModelError
+
+    hog_config = DetectorConfig(model=args.model, prefilter="hog", prefilter_model=args.prefilter_model)
+    try:
+        prefiltered = type(detector).from_config(hog_config, REPO)
+    except ModelError as exc:
+        print(f"HOG pre-filter: skipped ({exc})")
+        return
+    prefilter = prefiltered.prefilter
+    grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+    regions = [len(prefilter.regions(g)) for g in grays]
+    wall, cpu = [], []
+    for g in grays:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        prefilter.regions(g)
+        wall.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    print(f"HOG pre-filter alone ({prefilter.model_dir.name}, step {prefilter.scale_step:g}) on {what}: "
+          f"{_summary(wall)}; process CPU median {statistics.median(cpu):.0f} ms; regions per frame "
+          f"median {statistics.median(regions):.0f}, mean {np.mean(regions):.1f}, max {max(regions)}")
+    detector.config = DetectorConfig(model=args.model)
+    prefiltered.detect(frames[0])  # warm-up
+    times: dict[str, tuple[list[float], list[float]]] = {"none": ([], []), "hog": ([], [])}
+    kept = total = 0
+    for frame in frames:
+        found = {}
+        for name, det in (("none", detector), ("hog", prefiltered)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            found[name] = det.detect(frame)
+            times[name][0].append((time.perf_counter() - start) * 1000)
+            times[name][1].append((time.process_time() - start_cpu) * 1000)
+        total += len(found["none"])
+        kept += sum(any(d.box.iou(e.box) >= 0.5 for e in found["hog"]) for d in found["none"])
+    for name, (ms, cpu_ms) in times.items():
+        print(f"detect {what}, prefilter {name}: {_summary(ms)} -> {1000 / statistics.median(ms):.1f} fps; "
+              f"process CPU median {statistics.median(cpu_ms):.0f} ms")
+    print(f"plates found by the full pyramid also found with prefilter hog (box IoU >= 0.5): {kept}/{total}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anprd.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=Path, default=STREETS if STREETS.is_dir() else None)
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--model", default="models/anprd-v1")
+    parser.add_argument("--prefilter-model", default="models/hog-v1")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -87,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         ms = _timed(detector.detect, frames)
         print(f"detect {w}x{h} frames from {source}, min_plate_width {min_width}: {_summary(ms)} "
               f"-> {1000 / statistics.median(ms):.1f} fps")
+
+    _bench_prefilter(args, detector, frames, f"{w}x{h} frames from {source}")
 
     gray = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
     boxes = [(100 + 40 * i, 200, 220 + 40 * i, 230) for i in range(16)]

@@ -11,6 +11,10 @@
    presence, refines the box and gives the per-column CTC posteriors, decoded by beam search into the
    text, its probability and the top-N candidates (optionally under plate patterns).
 
+With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run only inside the regions the HOG + linear SVM
+pre-filter proposes, and only at the pyramid levels that bring the plate widths a region's hits imply
+into the 60-80% band; crops of one level are batched. Steps 3-4 are unchanged. No region, no CNN work.
+
     detector = PlateDetector.from_config(DetectorConfig())
     detections = detector.detect(bgr_image)
 """
@@ -24,6 +28,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,6 +36,9 @@ import numpy as np
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
 from anprd.types import Box, Candidate, Detection
+
+if TYPE_CHECKING:
+    from anprd.prefilter import HogPrefilter, Region
 
 __all__ = ["ModelError", "PlateDetector", "pyramid_scales", "read_crop_window", "resolve_model_dir"]
 
@@ -44,10 +52,10 @@ class ModelError(Exception):
     """The model folder is missing or unusable; the message names the path."""
 
 
-def resolve_model_dir(model: str, base_dir: Path | None = None) -> Path:
+def resolve_model_dir(model: str, base_dir: Path | None = None, marker: str = "model.json") -> Path:
     """Find a model folder: absolute, relative to `base_dir` (the config's folder), to
     ``$ANPRD_DATA_DIR`` (set by the systemd units to the installed data), the current directory,
-    or the anprd install (repository root or installed data)."""
+    or the anprd install (repository root or installed data). The folder must hold `marker`."""
     path = Path(model).expanduser()
     data_dir = os.environ.get("ANPRD_DATA_DIR")
     candidates = [path] if path.is_absolute() else [
@@ -55,9 +63,9 @@ def resolve_model_dir(model: str, base_dir: Path | None = None) -> Path:
         Path.cwd() / path,
         Path(__file__).resolve().parent.parent / path, Path(__file__).resolve().parent / path]
     for candidate in candidates:
-        if (candidate / "model.json").is_file():
+        if (candidate / marker).is_file():
             return candidate
-    raise ModelError(f"model not found: {model} (looked for model.json in "
+    raise ModelError(f"model not found: {model} (looked for {marker} in "
                      f"{', '.join(str(c) for c in candidates)})")
 
 
@@ -143,12 +151,53 @@ class _Hit:
     scores: np.ndarray  # N presence probabilities
 
 
-class PlateDetector:
-    """Loads the model once and finds plates in images. Not thread-safe; one per inference worker."""
+def _empty_hits() -> _Hit:
+    return _Hit(np.zeros((0, 4)), np.zeros((0,)))
 
-    def __init__(self, model_dir: Path, config: DetectorConfig) -> None:
+
+def _top_hits(boxes: list[np.ndarray], scores: list[np.ndarray]) -> _Hit:
+    if not boxes:
+        return _empty_hits()
+    all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+    keep = np.argsort(-all_scores)[:3000]  # bound the grouping cost on pathological images
+    return _Hit(all_boxes[keep], all_scores[keep])
+
+
+def _region_crop(region: tuple[float, float, float, float], scale: float, height: int, width: int
+                 ) -> tuple[int, int, int, int]:
+    """Integer crop (x0, y0, x1, y1) holding `region`, at least one window plus two grid steps in each
+    direction at `scale`, moved inside the image where it can be."""
+    x0, y0, x1, y1 = region
+    need_w, need_h = (WINDOW_W + 16) / scale, (WINDOW_H + 16) / scale
+    if x1 - x0 < need_w:
+        cx = (x0 + x1) / 2
+        x0, x1 = cx - need_w / 2, cx + need_w / 2
+    if y1 - y0 < need_h:
+        cy = (y0 + y1) / 2
+        y0, y1 = cy - need_h / 2, cy + need_h / 2
+    shift_x = max(0.0, -x0) - max(0.0, x1 - width)
+    shift_y = max(0.0, -y0) - max(0.0, y1 - height)
+    return (max(0, math.floor(x0 + shift_x)), max(0, math.floor(y0 + shift_y)),
+            min(width, math.ceil(x1 + shift_x)), min(height, math.ceil(y1 + shift_y)))
+
+
+class PlateDetector:
+    """Loads the model once and finds plates in images. Not thread-safe; one per inference worker.
+
+    `base_dir` (the config file's folder) is where a relative `prefilter_model` is looked for first.
+    """
+
+    def __init__(self, model_dir: Path, config: DetectorConfig, base_dir: Path | None = None) -> None:
         self.config = config
         self.model_dir = model_dir
+        self.prefilter: HogPrefilter | None = None
+        self.last_regions = 0  # regions the pre-filter proposed in the last detect() (bench, logs)
+        if config.prefilter == "hog":  # before TensorFlow: a bad pre-filter model fails fast
+            from anprd.prefilter import HogPrefilter
+
+            self.prefilter = HogPrefilter.load(config.prefilter_model, base_dir)
+        self._prefilter_model = config.prefilter_model
+        self._prefilter_warned = False
         meta_path = model_dir / "model.json"
         try:
             self.meta = json.loads(meta_path.read_text())
@@ -183,36 +232,111 @@ class PlateDetector:
         self._tf = tf
         self._detect_fn = tf.function(lambda x: self.net.detection_model(x, training=False),
                                       input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
+        self._detect_batch_fn = tf.function(
+            lambda x: self.net.detection_model(x, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
         self._read_fn = tf.function(lambda x: self.net.window_model(x, training=False),
                                     input_signature=[tf.TensorSpec([None, 64, 128, 1], tf.float32)])
         log.info("model %s loaded on %s", model_dir, self.device)
 
     @classmethod
     def from_config(cls, config: DetectorConfig, base_dir: Path | None = None) -> PlateDetector:
-        return cls(resolve_model_dir(config.model, base_dir), config)
+        return cls(resolve_model_dir(config.model, base_dir), config, base_dir)
 
     # -- stage 1-2: the pyramid and the convolutional presence grid ----------------------------------
+    def _level_hits(self, out: dict, index: int, scale: float, origin: tuple[float, float] = (0.0, 0.0),
+                    valid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Hits of batch item `index` of a detection-model output for a level at `scale`, as plate boxes
+        in image pixels (`origin` is where the level's crop starts). With `valid` (height, width of
+        the level inside a padded batch), only the grid cells the level alone would have are kept."""
+        logits = out["presence"].numpy()[index, :, :, 0]
+        if valid is not None:  # the grid of an h x w input: ceil(h / 8) - 7 rows, ceil(w / 8) - 15 columns
+            rows_valid = -(-valid[0] // 8) - (WINDOW_H // 8 - 1)
+            cols_valid = -(-valid[1] // 8) - (WINDOW_W // 8 - 1)
+            logits = logits[:rows_valid, :cols_valid]
+        threshold_logit = math.log(self.config.presence_threshold / (1 - self.config.presence_threshold))
+        rows, cols = np.nonzero(logits > threshold_logit)
+        if len(rows) == 0:
+            return None
+        frac = out["box"].numpy()[index, rows, cols]  # plate box as fractions of its window
+        x = cols[:, None] * 8 + frac[:, [0, 2]] * WINDOW_W  # (N, 2): x0, x1
+        y = rows[:, None] * 8 + frac[:, [1, 3]] * WINDOW_H  # (N, 2): y0, y1
+        boxes = np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1) / scale
+        boxes += [origin[0], origin[1], origin[0], origin[1]]
+        return boxes, 1 / (1 + np.exp(-logits[rows, cols]))
+
     def _grid_hits(self, gray: np.ndarray) -> _Hit:
         boxes, scores = [], []
         for scale in pyramid_scales(*gray.shape[:2], self.config):
             level = _resize(gray, scale)
             with self._tf.device(self.device):
                 out = self._detect_fn(level[None, :, :, None].astype(np.float32))
-            logits = out["presence"].numpy()[0, :, :, 0]
-            threshold_logit = math.log(self.config.presence_threshold / (1 - self.config.presence_threshold))
-            rows, cols = np.nonzero(logits > threshold_logit)
-            if len(rows) == 0:
-                continue
-            frac = out["box"].numpy()[0, rows, cols]  # plate box as fractions of its window
-            x = cols[:, None] * 8 + frac[:, [0, 2]] * WINDOW_W  # (N, 2): x0, x1
-            y = rows[:, None] * 8 + frac[:, [1, 3]] * WINDOW_H  # (N, 2): y0, y1
-            boxes.append(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1) / scale)
-            scores.append(1 / (1 + np.exp(-logits[rows, cols])))
-        if not boxes:
-            return _Hit(np.zeros((0, 4)), np.zeros((0,)))
-        all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
-        keep = np.argsort(-all_scores)[:3000]  # bound the grouping cost on pathological images
-        return _Hit(all_boxes[keep], all_scores[keep])
+            found = self._level_hits(out, 0, scale)
+            if found is not None:
+                boxes.append(found[0])
+                scores.append(found[1])
+        return _top_hits(boxes, scores)
+
+    def _region_hits(self, gray: np.ndarray, regions: list[Region]) -> _Hit:
+        """The presence grid inside pre-filter regions only. A level is run on a region when the plate
+        widths the region's hits imply overlap the widths the level brings into the 60-80% band; the
+        crops of one level are padded to one size and run as one batch."""
+        h, w = gray.shape[:2]
+        boxes, scores = [], []
+        for scale in pyramid_scales(h, w, self.config):
+            band = (0.6 * WINDOW_W / scale, 0.8 * WINDOW_W / scale)  # plate widths this level sees
+            crops = []
+            for region in regions:
+                lo, hi = region.plate_widths
+                if band[1] < lo or band[0] > hi:
+                    continue
+                x0, y0, x1, y1 = _region_crop(region.box, scale, h, w)
+                level = _resize(gray[y0:y1, x0:x1], scale)
+                if level.shape[0] >= WINDOW_H and level.shape[1] >= WINDOW_W:
+                    crops.append((level, (float(x0), float(y0))))
+            for batch in self._batches(crops):
+                bh, bw = max(c.shape[0] for c, _ in batch), max(c.shape[1] for c, _ in batch)
+                tensor = np.stack([cv2.copyMakeBorder(c, 0, bh - c.shape[0], 0, bw - c.shape[1],
+                                                      cv2.BORDER_REPLICATE) for c, _ in batch])
+                with self._tf.device(self.device):
+                    out = self._detect_batch_fn(tensor[..., None].astype(np.float32))
+                for i, (crop, origin) in enumerate(batch):
+                    found = self._level_hits(out, i, scale, origin, crop.shape[:2])
+                    if found is not None:
+                        boxes.append(found[0])
+                        scores.append(found[1])
+        return _top_hits(boxes, scores)
+
+    @staticmethod
+    def _batches(crops: list[tuple[np.ndarray, tuple[float, float]]]
+                 ) -> list[list[tuple[np.ndarray, tuple[float, float]]]]:
+        """Crops grouped so that padding each group to its largest crop at most doubles the work."""
+        crops = sorted(crops, key=lambda c: -c[0].size)
+        batches: list[list[tuple[np.ndarray, tuple[float, float]]]] = []
+        for crop in crops:
+            if batches:
+                batch = batches[-1]
+                bh = max(c.shape[0] for c, _ in batch + [crop])
+                bw = max(c.shape[1] for c, _ in batch + [crop])
+                if (len(batch) + 1) * bh * bw <= 2 * sum(c.size for c, _ in batch + [crop]):
+                    batch.append(crop)
+                    continue
+            batches.append([crop])
+        return batches
+
+    def _active_prefilter(self) -> HogPrefilter | None:
+        """The loaded pre-filter when the current config asks for it; a config changed to 'hog' after
+        loading (or to another pre-filter model) needs a new PlateDetector, so until then the whole
+        pyramid runs, with one warning."""
+        if self.config.prefilter != "hog":
+            return None
+        if self.prefilter is not None and self.config.prefilter_model == self._prefilter_model:
+            return self.prefilter
+        if not self._prefilter_warned:
+            log.warning("detector.prefilter/prefilter_model changed after the model was loaded; scanning "
+                        "the whole pyramid until the detector is reloaded")
+            self._prefilter_warned = True
+        return None
 
     # -- stage 3-4: group, verify and read -----------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -220,7 +344,14 @@ class PlateDetector:
         if image is None or image.ndim not in (2, 3) or image.dtype != np.uint8 or min(image.shape[:2]) < 8:
             raise ValueError("expected an 8-bit grayscale or BGR image of at least 8x8 pixels")
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        hits = self._grid_hits(gray)
+        prefilter = self._active_prefilter()
+        if prefilter is None:
+            self.last_regions = 0
+            hits = self._grid_hits(gray)
+        else:
+            regions = prefilter.regions(gray, self.config.prefilter_threshold)
+            self.last_regions = len(regions)
+            hits = self._region_hits(gray, regions) if regions else _empty_hits()
         if len(hits.scores) == 0:
             return []
         groups = group_hits(hits.boxes, hits.scores, self.config.group_iou)

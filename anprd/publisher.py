@@ -80,7 +80,10 @@ class EventSpool:
         return self._path
 
     def _open(self) -> IO[bytes]:
-        return open(self._path, "ab")  # kept open for the spool's lifetime
+        # Plates are personal data: a new spool file is readable by its owner only, whatever the
+        # umask (systemd's unit sets 0077 too). Kept open for the spool's lifetime.
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "ab")
 
     def append(self, line: bytes) -> None:
         """Append one line (a newline is added) and make it durable."""

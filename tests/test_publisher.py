@@ -194,6 +194,7 @@ def test_spool_is_written_before_sending(context: zmq.Context, tmp_path: Path) -
             assert json.loads(lines[-1])["event_id"] == event["event_id"]
     spooled = [json.loads(line) for line in spool.read_text().splitlines()]
     assert [e["sequence"] for e in spooled if e["plate"] != PROBE] == list(range(1, 11))
+    assert spool.stat().st_mode & 0o777 == 0o600  # plates: readable by the daemon's user only
 
 
 def test_spool_rotates_by_size_without_losing_events(

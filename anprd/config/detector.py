@@ -1,4 +1,5 @@
-"""Detector settings: which model, how far the pyramid reaches, thresholds and plate patterns."""
+"""Detector settings: which model, how far the pyramid reaches, thresholds, plate patterns and the
+optional HOG pre-filter."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ class DetectorConfig(AnprdBaseModel):
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow "
                                                    "sees one.")
     threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = all cores).")
+    prefilter: Literal["none", "hog"] = Field("none", description="Region proposals before the CNN: "
+                                             "'hog' runs the HOG + linear SVM pre-filter and scans only "
+                                             "its regions, at the pyramid levels their size calls for "
+                                             "(much faster, may miss plates; cascade/README.md); 'none' "
+                                             "scans the whole pyramid.")
+    prefilter_model: str = Field("models/hog-v1", description="HOG pre-filter folder (hog.yml + hog.json), "
+                                 "used when prefilter is 'hog'; resolved like `model`.")
+    prefilter_threshold: float = Field(0.0, ge=-3, le=3, description="SVM margin a HOG window needs to "
+                                       "propose a region; 0 is the model's calibrated operating point, "
+                                       "lower finds more plates but proposes more regions (more time).")
 
     @field_validator("patterns")
     @classmethod
