@@ -7,10 +7,13 @@ injected motion filter, ids per tracker instance. Each frame:
 2. the cost of pairing track i with detection j is
    ``iou_weight * (1 - IoU) + distance_weight * d / max_center_distance + text_weight * e``, with d
    the centre distance in box sizes and e the normalised edit distance between the detection's
-   text and the track's text; pairs beyond the distance or text gate are impossible;
+   text and the track's text (when the detection's reading has at least `text_min_confidence`);
+   pairs beyond the distance or text gate are impossible;
 3. confirmed tracks are assigned first (`scipy.optimize.linear_sum_assignment`), then tentative
    ones, so a one-frame false positive cannot steal a real plate;
-4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`).
+4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`);
+5. a detection left unmatched that lies on a plate matched in this frame (`duplicate_overlap`) is
+   a second reading of that plate and starts no track.
 
 Lifetime rules:
 
@@ -155,6 +158,15 @@ def alpha_beta_factory(alpha: float, beta: float) -> MotionFilterFactory:
         return AlphaBetaFilter(box, time, alpha=alpha, beta=beta)
 
     return make
+
+
+def _overlap_of_smaller(first: Box, second: Box) -> float:
+    """Intersection area over the smaller box's area (1 when one box lies inside the other)."""
+    inter_w = min(first.x2, second.x2) - max(first.x, second.x)
+    inter_h = min(first.y2, second.y2) - max(first.y, second.y)
+    if inter_w <= 0 or inter_h <= 0:
+        return 0.0
+    return inter_w * inter_h / max(min(first.w * first.h, second.w * second.h), 1e-9)
 
 
 def normalized_edit_distance(first: str, second: str) -> float:
@@ -327,7 +339,13 @@ class Tracker:
                 continue
             survivors.append(state)
 
+        # A second detection lying on a plate already matched this frame is the same plate read
+        # again (a window over part of it), not a new vehicle: plates do not overlap.
+        matched_boxes = [detections[column].box for _, column in pairs]
         for column in free:
+            if any(_overlap_of_smaller(detections[column].box, box) >= config.duplicate_overlap
+                   for box in matched_boxes):
+                continue
             survivors.append(self._start(detections[column], frame_time, frame_number))
         self._states = survivors
         return self._snapshot(frame_time, frame_number, confirmed, provisional, ended, suppressed)
@@ -408,7 +426,9 @@ class Tracker:
             for j, detection in enumerate(detections):
                 if not near[i, j]:
                     continue  # gated by distance already: skip the edit distances
-                if texts and detection.text:
+                # A near-zero-confidence reading (a small or blurred plate) says nothing about
+                # whether it is the same plate: it must not split the track.
+                if texts and detection.text and detection.confidence >= config.text_min_confidence:
                     text[i, j] = min(normalized_edit_distance(s, detection.text) for s in texts)
                     text_gated[i, j] = text[i, j] > config.max_text_distance
                 else:  # nothing to compare: neutral, never gated

@@ -426,6 +426,37 @@ def test_similar_plates_side_by_side_give_two_events() -> None:
     assert [r.track.box.x for r in reports] == [100.0, 260.0]
 
 
+def test_a_partial_second_reading_of_a_tracked_plate_starts_no_track() -> None:
+    frames: list[list[Detection]] = [[detection(100.0 + 5 * n, 300.0, "RR609OX")] for n in range(12)]
+    for n in range(6, 10):  # a window over the plate's right half reads a fragment
+        frames[n].append(detection(100.0 + 5 * n + 45, 302.0, "B680K", w=55.0, h=22.0))
+    tracker = Tracker(TrackerConfig(min_frames=3))
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["RR609OX"]
+
+    # The same fragment beside the plate (no overlap) is something else and is tracked.
+    for n in range(6, 10):
+        frames[n][1] = detection(100.0 + 5 * n + 200, 302.0, "B680K", w=55.0, h=22.0)
+    tracker = Tracker(TrackerConfig(min_frames=3))
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert sorted(r.reading.text for r in ended(updates)) == ["B680K", "RR609OX"]
+
+
+def test_garbled_unconfident_reads_do_not_split_a_track() -> None:
+    # A small plate read differently in every frame, each reading near-certainly wrong.
+    garbled = ["RR6090X", "B6090X", "860NX", "BR06K", "M00N0X", "HR096K", "RU0N", "6UH6K", "R0P608"]
+    frames = [[detection(100.0 + 3 * n, 300.0, text, candidates=[(text, 0.01)])]
+              for n, text in enumerate(garbled)]
+    for min_confidence in (0.1, 0.0):  # 0.0: every reading takes part in the text gate
+        tracker = Tracker(TrackerConfig(min_frames=3, min_plate_length=1, text_min_confidence=min_confidence))
+        updates = run(tracker, frames)
+        finish(tracker, updates)
+        track_ids = {track.track_id for u in updates for track in (*u.tracks, *u.tentative)}
+        assert (len(track_ids) == 1) == (min_confidence > 0), track_ids
+
+
 def test_one_frame_false_positive_gives_no_event() -> None:
     tracker = Tracker(TrackerConfig(min_frames=3))
     frames: list[list[Detection]] = [[detection(50.0 + 10 * n, 400.0, "CAR1234")] for n in range(8)]

@@ -63,6 +63,22 @@ class TrackerConfig(AnprdBaseModel):
         description="Gate: largest normalised edit distance between a detection's text and the "
         "track's text when both are non-empty; 1 disables the gate.",
     )
+    duplicate_overlap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="An unmatched detection covering at least this fraction of its area (or of the "
+        "other's) of a plate matched in the same frame is a second reading of that plate, not a new "
+        "track.",
+    )
+    text_min_confidence: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="A detection's text takes part in association (cost and gate) only when its "
+        "reading has at least this probability; garbled reads of small plates then cannot split "
+        "a track.",
+    )
     iou_weight: float = Field(
         1.0, ge=0, description="Cost weight of (1 - IoU with the prediction)."
     )
