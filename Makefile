@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: setup test lint run bench eval train clip install clean
+.PHONY: setup test lint run bench eval train hog clip install clean
 
 $(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -38,6 +38,11 @@ train: setup
 	$(PY) -m train.train --run runs/v1 --steps 7000 --seed 1 --val-every 500 \
 		$(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 	$(PY) -m train.train --run runs/v1 --export models/anprd-v1
+
+# Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
+hog: setup
+	$(PY) -m cascade.train_hog --out models/hog-v1 --seed 1 \
+		$(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 
 clip: setup
 	$(PY) -m train.clip --seed 1 --out samples/clip.mp4 --truth samples/clip.truth.csv

@@ -64,7 +64,7 @@ _ABORT_GRACE_S = 5.0
 _REBIND_WINDOW_S = 2.0
 _STARTUP_ERRORS = (ConfigError, ModelError, SourceError, PublisherError, MetricsServerError)
 # Detector settings fixed when the model is loaded; a change loads the model again.
-_DETECTOR_LOAD_FIELDS = ("device", "threads")
+_DETECTOR_LOAD_FIELDS = ("device", "threads", "prefilter", "prefilter_model")
 
 
 class _Waker:

@@ -1,0 +1,170 @@
+"""The HOG + linear SVM pre-filter: the committed model, its proposals on generated scenes, detection
+through it with the committed CNN, bad model folders and the config keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anprd.config import ConfigError, load_config
+from anprd.config.detector import DetectorConfig
+from anprd.ctc import normalise_plate
+from anprd.detector import ModelError, PlateDetector
+from anprd.prefilter import HogPrefilter, merge_boxes
+from anprd.types import Box
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "models" / "anprd-v1"
+HOG_MODEL = REPO / "models" / "hog-v1"
+
+
+Scene = tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]
+
+
+def _scenes(seed: int, count: int, **kwargs) -> list[Scene]:
+    """Generated BGR scenes and their ((x, y, w, h), text) plates, as tests/test_detector.py makes them."""
+    from train.fonts import available_fonts
+    from train.gen import Backgrounds, builtin_background_dirs, sample_scene
+
+    rng = np.random.default_rng(seed)
+    backgrounds = Backgrounds(builtin_background_dirs(), rng)
+    fonts = available_fonts()
+    return [sample_scene(rng, backgrounds, fonts, **kwargs) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def prefilter() -> HogPrefilter:
+    return HogPrefilter.load("models/hog-v1", REPO)
+
+
+@pytest.fixture(scope="module")
+def detector() -> PlateDetector:
+    return PlateDetector.from_config(DetectorConfig(prefilter="hog"), REPO)
+
+
+def test_the_trained_model_loads_and_is_small(prefilter):
+    assert prefilter.model_dir == HOG_MODEL
+    window = prefilter.params.window
+    assert prefilter.hog.winSize == window
+    assert len(np.asarray(prefilter.hog.svmDetector).ravel()) == prefilter.hog.getDescriptorSize() + 1
+    assert (HOG_MODEL / "hog.yml").stat().st_size < 64_000
+    meta = json.loads((HOG_MODEL / "hog.json").read_text())
+    assert meta["training"]["seed"] is not None
+    assert meta["measured"]["model_step"]["generated_scenes"]["plates"] > 0
+    lo, hi = prefilter.plate_fill
+    assert 0 < lo < hi <= 1.5
+
+
+def test_merging_joins_hits_on_one_plate_but_not_small_hits_into_large_regions():
+    one_plate = np.array([[0, 0, 100, 40], [8, 0, 108, 40], [16, 4, 116, 44.0]])
+    assert [g.tolist() for g in merge_boxes(one_plate)] == [[0, 1, 2]]
+    apart = np.array([[0, 0, 100, 40], [200, 0, 300, 40.0]])
+    assert sorted(g.tolist() for g in merge_boxes(apart)) == [[0], [1]]
+    # a 64 px hit inside a 300 px region: merged, the whole region would be scanned at the fine level
+    nested = np.array([[0, 0, 300, 100], [100, 40, 164, 64.0]])
+    assert sorted(g.tolist() for g in merge_boxes(nested, np.array([300, 64.0]))) == [[0], [1]]
+    assert [g.tolist() for g in merge_boxes(nested)] == [[0, 1]]  # by area alone it is inside: merged
+
+
+def test_proposals_cover_generated_plates_and_little_else(prefilter):
+    plates = covered = 0
+    area = 0.0
+    scenes = _scenes(31337, 10, size=(960, 540), plate_width=(70, 220), difficulty=0.5)
+    for image, truth in scenes:
+        gray = image[:, :, 0].copy()  # sample_scene draws gray scenes
+        regions = prefilter.propose(gray)
+        for (x0, y0, x1, y1) in regions:
+            assert 0 <= x0 < x1 <= gray.shape[1] and 0 <= y0 < y1 <= gray.shape[0]
+            area += (x1 - x0) * (y1 - y0) / gray.size
+        for (x, y, w, h), _ in truth:
+            plates += 1
+            cx, cy = x + w / 2, y + h / 2
+            covered += any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in regions)
+    assert plates >= 15
+    # A trained pre-filter covers most plates; an untrained or broken one (wrong sign, wrong window,
+    # wrong box mapping) covers about none, and one that proposes everything covers the whole frame.
+    assert covered / plates >= 0.7, (covered, plates)
+    assert area / len(scenes) < 0.75, area / len(scenes)
+
+
+def test_no_proposals_on_a_flat_image(prefilter):
+    assert prefilter.propose(np.full((540, 960), 128, np.uint8)) == []
+
+
+def test_detector_with_prefilter_finds_and_reads_plates(detector):
+    plates = found = read = false_positives = 0
+    for image, truth in _scenes(2024, 8, size=(640, 400), plate_width=(90, 200), difficulty=0.3):
+        detections = detector.detect(image)
+        assert detector.last_regions >= 1
+        matched = set()
+        for (x, y, w, h), text in truth:
+            plates += 1
+            best = max(detections, key=lambda d: d.box.iou(Box(x, y, w, h)), default=None)
+            if best is not None and best.box.iou(Box(x, y, w, h)) >= 0.3:
+                found += 1
+                matched.add(id(best))
+                read += normalise_plate(best.text) == text
+        false_positives += sum(id(d) not in matched for d in detections)
+    # The bars of tests/test_detector.py for the full pyramid, on the same scenes.
+    assert plates >= 12
+    assert found / plates >= 0.6, (found, plates)
+    assert read / plates >= 0.35, (read, plates)
+    assert false_positives <= plates // 4
+
+
+def test_no_proposal_means_no_cnn_work(detector):
+    assert detector.detect(np.full((360, 640, 3), 128, np.uint8)) == []
+    assert detector.last_regions == 0
+
+
+def _one_line_model_error(make) -> str:
+    with pytest.raises(ModelError) as error:
+        make()
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_and_corrupt_hog_models_are_named(tmp_path):
+    message = _one_line_model_error(lambda: HogPrefilter.load(tmp_path / "nothing"))
+    assert "hog.json" in message and "nothing" in message
+    message = _one_line_model_error(lambda: PlateDetector.from_config(
+        DetectorConfig(prefilter="hog", prefilter_model=str(tmp_path / "nothing"))))
+    assert "hog.json" in message
+
+    broken = tmp_path / "broken"
+    shutil.copytree(HOG_MODEL, broken)
+    (broken / "hog.yml").write_text("%YAML:1.0\nnot: a detector\n")
+    assert str(broken / "hog.yml") in _one_line_model_error(lambda: HogPrefilter(broken))
+    (broken / "hog.yml").unlink()
+    assert str(broken / "hog.yml") in _one_line_model_error(lambda: HogPrefilter(broken))
+    shutil.copy(HOG_MODEL / "hog.yml", broken / "hog.yml")
+    (broken / "hog.json").write_text("{not json")
+    assert str(broken / "hog.json") in _one_line_model_error(lambda: HogPrefilter(broken))
+
+
+def _config_error(tmp_path: Path, detector_yaml: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"cameras: [{{id: a, url: rtsp://cam/1}}]\ndetector:\n{detector_yaml}")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_prefilter_config_keys(tmp_path):
+    assert DetectorConfig().prefilter == "none"  # off unless asked for
+    message = _config_error(tmp_path, "  prefilter: fast\n")
+    assert "detector.prefilter: input should be 'none' or 'hog' (got 'fast')" in message
+    assert "detector.prefilter_threshold" in _config_error(tmp_path, "  prefilter_threshold: high\n")
+    assert "detector.prefilter_modle: unknown key" in _config_error(tmp_path, "  prefilter_modle: x\n")
+    path = tmp_path / "ok.yaml"
+    path.write_text("cameras: [{id: a, url: rtsp://cam/1}]\n"
+                    "detector: {prefilter: hog, prefilter_threshold: -0.2}\n")
+    config = load_config(path).detector
+    assert (config.prefilter, config.prefilter_model, config.prefilter_threshold) == (
+        "hog", "models/hog-v1", -0.2)
