@@ -25,6 +25,9 @@ Lifetime rules:
   at once. A continuation remembers the plates already reported on its line and reports only a
   plate that differs from all of them by more than `same_plate_max_text_distance`: a car parked
   in view for minutes gives one event, a different car taking its place still gives its own;
+- a track whose plate was reported by another track of this camera that was last seen at most
+  `same_plate_window_s` before it started is the same passage (its track broke) and is not
+  reported again;
 - optionally, a *provisional* report is made once a confirmed track has
   `provisional_after_frames` matches.
 """
@@ -34,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -270,6 +273,8 @@ class Tracker:
         )
         self._ids = itertools.count(1)
         self._states: list[_TrackState] = []
+        # (plate, last_seen) of recent events, for `same_plate_window_s`.
+        self._recent_plates: deque[tuple[str, float]] = deque()
 
     @property
     def config(self) -> TrackerConfig:
@@ -479,7 +484,7 @@ class Tracker:
         """A fresh track on the same line as `old`, which reached `max_age_s`."""
         reading = old.fusion.reading()
         reported = old.reported_texts
-        if reading.text and not self._already_reported(old, reading.text):
+        if reading.text and not self._reported_on_line(old, reading.text):
             reported = (*reported, reading.text)
         track = dataclasses.replace(
             old.track,
@@ -520,8 +525,24 @@ class Tracker:
                 state.patterns.setdefault(detection.text, Counter())[detection.pattern] += 1
 
     def _already_reported(self, state: _TrackState, text: str) -> bool:
+        return self._reported_on_line(state, text) or self._reported_recently(state, text)
+
+    def _reported_on_line(self, state: _TrackState, text: str) -> bool:
+        """Reported by the tracks this one continues (a vehicle in view past `max_age_s`)."""
         limit = self._config.same_plate_max_text_distance
         return any(normalized_edit_distance(text, seen) <= limit for seen in state.reported_texts)
+
+    def _reported_recently(self, state: _TrackState, text: str) -> bool:
+        """The same plate reported by a track last seen at most `same_plate_window_s` before this
+        one started: a vehicle whose track broke (a fast approach, a long occlusion). Exact text:
+        two vehicles never carry one plate, while similar plates side by side are common."""
+        window = self._config.same_plate_window_s
+        while self._recent_plates and self._recent_plates[0][1] < state.track.last_seen - window:
+            self._recent_plates.popleft()
+        return any(
+            seen == text and state.track.first_seen - last_seen <= window
+            for seen, last_seen in self._recent_plates
+        )
 
     def _due_provisional(self, state: _TrackState) -> bool:
         after = self._config.provisional_after_frames
@@ -548,6 +569,7 @@ class Tracker:
         text = report.reading.text
         if len(text) >= self._config.min_plate_length and not self._already_reported(state, text):
             ended.append(report)
+            self._recent_plates.append((text, state.track.last_seen))
         else:
             suppressed.append(report)
 

@@ -457,6 +457,22 @@ def test_garbled_unconfident_reads_do_not_split_a_track() -> None:
         assert (len(track_ids) == 1) == (min_confidence > 0), track_ids
 
 
+def test_a_broken_track_reading_the_same_plate_soon_after_gives_no_second_event() -> None:
+    def passage(plate: str, gap_frames: int, second: str | None = None) -> list[str]:
+        # The plate jumps across the image between two stretches (a track that breaks).
+        frames = [[detection(100.0 + 4 * n, 300.0, plate)] for n in range(15)]
+        frames += [[] for _ in range(gap_frames)]
+        frames += [[detection(600.0 + 8 * n, 420.0, second or plate, w=150.0, h=38.0)] for n in range(15)]
+        tracker = Tracker(TrackerConfig(same_plate_window_s=5.0))
+        updates = run(tracker, frames)
+        finish(tracker, updates)
+        return [r.reading.text for r in ended(updates)]
+
+    assert passage("TEO3506", gap_frames=3) == ["TEO3506"]  # 0.3 s apart: one passage
+    assert passage("TEO3506", gap_frames=80) == ["TEO3506", "TEO3506"]  # 8 s apart: passing again
+    assert passage("AB12CDE", gap_frames=3, second="AB12CDF") == ["AB12CDE", "AB12CDF"]  # another car
+
+
 def test_one_frame_false_positive_gives_no_event() -> None:
     tracker = Tracker(TrackerConfig(min_frames=3))
     frames: list[list[Detection]] = [[detection(50.0 + 10 * n, 400.0, "CAR1234")] for n in range(8)]

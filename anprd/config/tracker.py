@@ -48,6 +48,13 @@ class TrackerConfig(AnprdBaseModel):
         description="Normalised edit distance under which a continuation's plate counts as the one "
         "already reported (no duplicate event).",
     )
+    same_plate_window_s: float = Field(
+        5.0,
+        ge=0,
+        description="A new track that reads exactly the plate reported by a track last seen at most "
+        "this long before it started is the same passage (its track broke on a fast approach or an "
+        "occlusion): no second event. 0 disables.",
+    )
 
     # --- association ----------------------------------------------------------------------------
     max_center_distance: float = Field(
