@@ -33,16 +33,18 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v1 (see README "Training"): ~1h50 on 2 cores.
+# Reproduces models/anprd-v2 (see README "Training"): two stages, ~2h10 on 2 idle cores.
+# A stopped stage continues with `python -m train.train --run runs/vN --resume`.
+STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
-	$(PY) -m train.train --run runs/v1 --steps 7000 --seed 1 --val-every 500 \
-		$(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
-	$(PY) -m train.train --run runs/v1 --export models/anprd-v1
+	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
+	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
+		--val-every 1000 $(STREETS_OPT)
+	$(PY) -m train.train --run runs/v2 --export models/anprd-v2
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup
-	$(PY) -m cascade.train_hog --out models/hog-v1 --seed 1 \
-		$(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
+	$(PY) -m cascade.train_hog --out models/hog-v1 --seed 1 $(STREETS_OPT)
 
 clip: setup
 	$(PY) -m train.clip --seed 1 --out samples/clip.mp4 --truth samples/clip.truth.csv

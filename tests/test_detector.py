@@ -14,12 +14,13 @@ from anprd.detector import ModelError, PlateDetector, group_hits, pyramid_scales
 from anprd.types import Box
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v1"
+MODEL = REPO / "models" / "anprd-v2"
 
 
 @pytest.fixture(scope="module")
 def detector() -> PlateDetector:
-    return PlateDetector(MODEL, DetectorConfig())
+    # The full pyramid, the seed's detection path; tests/test_prefilter.py covers the HOG default.
+    return PlateDetector(MODEL, DetectorConfig(prefilter="none"))
 
 
 def test_pyramid_brings_every_plate_width_into_the_window():

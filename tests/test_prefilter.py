@@ -18,7 +18,7 @@ from anprd.prefilter import HogPrefilter, merge_boxes
 from anprd.types import Box
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v1"
+MODEL = REPO / "models" / "anprd-v2"
 HOG_MODEL = REPO / "models" / "hog-v1"
 
 
@@ -157,7 +157,7 @@ def _config_error(tmp_path: Path, detector_yaml: str) -> str:
 
 
 def test_prefilter_config_keys(tmp_path):
-    assert DetectorConfig().prefilter == "none"  # off unless asked for
+    assert DetectorConfig().prefilter == "hog"  # the default, chosen by measurement (README "Speed")
     message = _config_error(tmp_path, "  prefilter: fast\n")
     assert "detector.prefilter: input should be 'none' or 'hog' (got 'fast')" in message
     assert "detector.prefilter_threshold" in _config_error(tmp_path, "  prefilter_threshold: high\n")

@@ -1,8 +1,9 @@
 """Train the plate network on windows generated on the fly, with checkpoints, resume and export.
 
-    python -m train.train --run runs/v1 --steps 24000 --seed 1 --backgrounds ../shared/data/streets
+    python -m train.train --run runs/v1 --steps 5000 --seed 1 --backgrounds ../shared/data/streets
     python -m train.train --run runs/v1 --resume            # continue a stopped run
-    python -m train.train --run runs/v1 --export models/anprd-v1   # write the best weights + metadata
+    python -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2  # stage 2
+    python -m train.train --run runs/v2 --export models/anprd-v2   # write the best weights + metadata
 
 Worker processes render batches into a queue. When they fall behind, the step re-uses a recent batch
 from a small ring buffer instead of waiting, so the 2 cores are never idle; how often that happened is
