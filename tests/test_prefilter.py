@@ -9,31 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from generated_scenes import generated_scenes, score_detector
 
 from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
-from anprd.ctc import normalise_plate
 from anprd.detector import ModelError, PlateDetector
 from anprd.prefilter import HogPrefilter, merge_boxes
-from anprd.types import Box
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "anprd-v2"
 HOG_MODEL = REPO / "models" / "hog-v1"
-
-
-Scene = tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]
-
-
-def _scenes(seed: int, count: int, **kwargs) -> list[Scene]:
-    """Generated BGR scenes and their ((x, y, w, h), text) plates, as tests/test_detector.py makes them."""
-    from train.fonts import available_fonts
-    from train.gen import Backgrounds, builtin_background_dirs, sample_scene
-
-    rng = np.random.default_rng(seed)
-    backgrounds = Backgrounds(builtin_background_dirs(), rng)
-    fonts = available_fonts()
-    return [sample_scene(rng, backgrounds, fonts, **kwargs) for _ in range(count)]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +58,7 @@ def test_merging_joins_hits_on_one_plate_but_not_small_hits_into_large_regions()
 def test_proposals_cover_generated_plates_and_little_else(prefilter):
     plates = covered = 0
     area = 0.0
-    scenes = _scenes(31337, 10, size=(960, 540), plate_width=(70, 220), difficulty=0.5)
+    scenes = generated_scenes(31337, 10, size=(960, 540), plate_width=(70, 220), difficulty=0.5)
     for image, truth in scenes:
         gray = image[:, :, 0].copy()  # sample_scene draws gray scenes
         regions = prefilter.propose(gray)
@@ -96,24 +81,16 @@ def test_no_proposals_on_a_flat_image(prefilter):
 
 
 def test_detector_with_prefilter_finds_and_reads_plates(detector):
-    plates = found = read = false_positives = 0
-    for image, truth in _scenes(2024, 8, size=(640, 400), plate_width=(90, 200), difficulty=0.3):
-        detections = detector.detect(image)
+    def proposed_some_region() -> None:
         assert detector.last_regions >= 1
-        matched = set()
-        for (x, y, w, h), text in truth:
-            plates += 1
-            best = max(detections, key=lambda d: d.box.iou(Box(x, y, w, h)), default=None)
-            if best is not None and best.box.iou(Box(x, y, w, h)) >= 0.3:
-                found += 1
-                matched.add(id(best))
-                read += normalise_plate(best.text) == text
-        false_positives += sum(id(d) not in matched for d in detections)
+
+    scenes = generated_scenes(2024, 8, size=(640, 400), plate_width=(90, 200), difficulty=0.3)
+    score = score_detector(detector, scenes, after_detect=proposed_some_region)
     # The bars of tests/test_detector.py for the full pyramid, on the same scenes.
-    assert plates >= 12
-    assert found / plates >= 0.6, (found, plates)
-    assert read / plates >= 0.35, (read, plates)
-    assert false_positives <= plates // 4
+    assert score.plates >= 12
+    assert score.found / score.plates >= 0.6, score
+    assert score.read / score.plates >= 0.35, score
+    assert score.false_positives <= score.plates // 4
 
 
 def test_no_proposal_means_no_cnn_work(detector):
