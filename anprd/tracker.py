@@ -165,11 +165,7 @@ def alpha_beta_factory(alpha: float, beta: float) -> MotionFilterFactory:
 
 def _overlap_of_smaller(first: Box, second: Box) -> float:
     """Intersection area over the smaller box's area (1 when one box lies inside the other)."""
-    inter_w = min(first.x2, second.x2) - max(first.x, second.x)
-    inter_h = min(first.y2, second.y2) - max(first.y, second.y)
-    if inter_w <= 0 or inter_h <= 0:
-        return 0.0
-    return inter_w * inter_h / max(min(first.w * first.h, second.w * second.h), 1e-9)
+    return first.intersection_area(second) / max(min(first.w * first.h, second.w * second.h), 1e-9)
 
 
 def normalized_edit_distance(first: str, second: str) -> float:

@@ -35,10 +35,13 @@ class Box:
     def center(self) -> tuple[float, float]:
         return self.x + self.w / 2, self.y + self.h / 2
 
-    def iou(self, other: Box) -> float:
+    def intersection_area(self, other: Box) -> float:
         ix = max(0.0, min(self.x2, other.x2) - max(self.x, other.x))
         iy = max(0.0, min(self.y2, other.y2) - max(self.y, other.y))
-        inter = ix * iy
+        return ix * iy
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection_area(other)
         union = self.w * self.h + other.w * other.h - inter
         return inter / union if union > 0 else 0.0
 
