@@ -8,7 +8,7 @@ injected motion filter, ids per tracker instance. Each frame:
    ``iou_weight * (1 - IoU) + distance_weight * d / max_center_distance + text_weight * e``, with d
    the centre distance in box sizes and e the normalised edit distance between the detection's
    text and the track's text (when the detection's reading has at least `text_min_confidence`);
-   pairs beyond the distance or text gate are impossible;
+   pairs beyond the distance, size (`max_size_ratio`) or text gate are impossible;
 3. confirmed tracks are assigned first (`scipy.optimize.linear_sum_assignment`), then tentative
    ones, so a one-frame false positive cannot steal a real plate;
 4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`);
@@ -20,7 +20,8 @@ Lifetime rules:
 - a track is *confirmed* after `min_frames` matches; shorter tracks end silently;
 - it *ends* after more than `max_misses` missed frames or `max_gap_s` seconds without a match
   (short occlusions are survived), and a confirmed track whose fused plate has at least
-  `min_plate_length` characters is then reported;
+  `min_plate_length` characters, and one of whose frames was read with at least
+  `text_min_confidence`, is then reported;
 - at `max_age_s` it is reported and ends, and a *continuation* track takes over its motion state
   at once. A continuation remembers the plates already reported on its line and reports only a
   plate that differs from all of them by more than `same_plate_max_text_distance`: a car parked
@@ -420,7 +421,11 @@ class Tracker:
         size = (np.maximum(t[..., 2], t[..., 3]) + np.maximum(d[..., 2], d[..., 3])) / 2
         distance = np.hypot(dx, dy) / np.maximum(size, _MIN_SIDE)
 
-        near = distance <= config.max_center_distance
+        # Plates change size smoothly and the prediction follows their growth; a much smaller or
+        # larger box near a plate (a tail light, a sign) is another object.
+        sides_t, sides_d = np.maximum(t[..., 2:], _MIN_SIDE), np.maximum(d[..., 2:], _MIN_SIDE)
+        ratio = np.maximum(sides_t / sides_d, sides_d / sides_t).max(axis=-1)
+        near = (distance <= config.max_center_distance) & (ratio <= config.max_size_ratio)
         text = np.zeros_like(iou)
         text_gated = np.zeros(iou.shape, dtype=bool)
         for i, texts in enumerate(track_texts):
@@ -563,7 +568,11 @@ class Tracker:
             return  # tentative (false positive) or a continuation that never matched
         report = self._report(state, reason)
         text = report.reading.text
-        if len(text) >= self._config.min_plate_length and not self._already_reported(state, text):
+        # Fusing many unreadable frames still ranks some string first: an object that was never
+        # once read with confidence (a sign, a grille) is not a plate to report.
+        read_once = any(d.confidence >= self._config.text_min_confidence for d in state.track.detections)
+        if (len(text) >= self._config.min_plate_length and read_once
+                and not self._already_reported(state, text)):
             ended.append(report)
             self._recent_plates.append((text, state.track.last_seen))
         else:

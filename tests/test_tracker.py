@@ -345,7 +345,8 @@ def test_two_crossing_unread_plates_are_kept_apart_by_motion() -> None:
             [unread(30.0 * n, 200.0, "A"), unread(615.0 - 30.0 * n, 200.0, "B")] for n in range(21)
         ]
 
-    tracker = Tracker(TrackerConfig())
+    config = TrackerConfig(fusion_max_frames=50)  # keep every frame's box as evidence to inspect
+    tracker = Tracker(config)
     updates = run(tracker, frames())
     assert len(updates[-1].tracks) == 2
     for track in updates[-1].tracks:
@@ -354,7 +355,7 @@ def test_two_crossing_unread_plates_are_kept_apart_by_motion() -> None:
     assert not ended(updates)  # nothing readable, nothing reported
     assert len([r for u in updates for r in u.suppressed]) == 2
 
-    static = Tracker(TrackerConfig(), motion_filter_factory=StaticFilter)
+    static = Tracker(config, motion_filter_factory=StaticFilter)
     swapped = run(static, frames())[-1].tracks
     assert any(len({d.pattern for d in track.detections}) == 2 for track in swapped)
 
@@ -455,6 +456,40 @@ def test_garbled_unconfident_reads_do_not_split_a_track() -> None:
         finish(tracker, updates)
         track_ids = {track.track_id for u in updates for track in (*u.tracks, *u.tentative)}
         assert (len(track_ids) == 1) == (min_confidence > 0), track_ids
+
+
+def test_a_smaller_object_beside_a_plate_cannot_take_over_its_track() -> None:
+    # The plate is missed for a few frames while an unread tail light shows beside it, within the
+    # centre-distance gate; then the plate comes back where its motion says.
+    def frames() -> list[list[Detection]]:
+        plate = [[detection(100.0 + 4 * n, 300.0, "EUP110A")] for n in range(12)]
+        light = [[detection(240.0 + 4 * n, 280.0, "9", candidates=[("9", 0.01)], w=50.0, h=14.0)]
+                 for n in range(12, 15)]
+        later = [[detection(100.0 + 4 * n, 300.0, "EUP110A")] for n in range(15, 30)]
+        return plate + light + later
+
+    for ratio, tracks in ((1.5, 1), (100.0, 2)):  # 100: no size gate, the light takes the track
+        tracker = Tracker(TrackerConfig(max_size_ratio=ratio, same_plate_window_s=0))
+        updates = run(tracker, frames())
+        finish(tracker, updates)
+        plate_tracks = {track.track_id for u in updates for track in (*u.tracks, *u.tentative)
+                        if any(d.text == "EUP110A" for d in track.detections)}
+        assert len(plate_tracks) == tracks, (ratio, plate_tracks)
+        assert [r.reading.text for r in ended(updates)] == ["EUP110A"] * tracks
+
+
+def test_an_object_never_read_with_confidence_gives_no_event() -> None:
+    # A sign found in every frame and read as different junk, each reading near-certainly wrong:
+    # fusion still ranks a string first, but nothing was ever read.
+    junk = ["4V4N", "8V4N", "AVGN", "XVON", "8VDW", "4VD4W", "49949", "4VDJN"] * 3
+    for confidence, events in ((0.02, 0), (0.5, 1)):
+        frames = [[detection(340.0, 110.0, text, candidates=[(text, confidence)], w=50.0, h=24.0)]
+                  for text in junk]
+        tracker = Tracker(TrackerConfig(text_min_confidence=0.1, max_text_distance=1.0))
+        updates = run(tracker, frames)
+        finish(tracker, updates)
+        assert len(ended(updates)) == events, confidence
+        assert len(ended(updates)) + len([r for u in updates for r in u.suppressed]) == 1
 
 
 def test_a_broken_track_reading_the_same_plate_soon_after_gives_no_second_event() -> None:

@@ -63,6 +63,13 @@ class TrackerConfig(AnprdBaseModel):
         description="Gate: largest distance between a track's predicted centre and a detection's "
         "centre, in box sizes (the larger side of the boxes, averaged).",
     )
+    max_size_ratio: float = Field(
+        1.5,
+        gt=1,
+        description="Gate: largest factor by which a detection's box width or height may differ "
+        "from the track's predicted box; a tail light or a sign beside a plate cannot take over "
+        "its track.",
+    )
     max_text_distance: float = Field(
         0.6,
         ge=0,
@@ -84,7 +91,7 @@ class TrackerConfig(AnprdBaseModel):
         le=1,
         description="A detection's text takes part in association (cost and gate) only when its "
         "reading has at least this probability; garbled reads of small plates then cannot split "
-        "a track.",
+        "a track. A track none of whose frames was read this well is not reported.",
     )
     iou_weight: float = Field(
         1.0, ge=0, description="Cost weight of (1 - IoU with the prediction)."
@@ -111,10 +118,11 @@ class TrackerConfig(AnprdBaseModel):
     # --- fusion ---------------------------------------------------------------------------------
     top_n: int = Field(5, ge=1, description="Fused candidates kept per track and event.")
     fusion_max_frames: int = Field(
-        50,
+        8,
         ge=1,
-        description="Most confident detections kept as fusion evidence per track (bounds memory "
-        "and cost for long tracks).",
+        description="Most confident detections kept as fusion evidence per track: the sharpest, "
+        "nearest frames decide the plate, while far and blurred frames repeat one another's "
+        "errors (README 'Measured accuracy'); also bounds memory and cost for long tracks.",
     )
     fusion_max_candidates: int = Field(
         32,
