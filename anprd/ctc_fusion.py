@@ -1,7 +1,8 @@
 """Exact CTC likelihoods of plate strings and their fusion across the frames of a track.
 
-A reader's CTC posteriors (``char_probs``, T columns x (len(ALPHABET) + 1), last column = blank)
-say more than its best string: a frame that misreads "E" as "F" still gives "E" some probability.
+A reader's CTC posteriors (``char_probs``, T columns x (len(ALPHABET) + 1), last column = blank,
+or K such reads of one plate) say more than its best string: a frame that misreads "E" as "F"
+still gives "E" some probability.
 Summing each candidate string's exact log-likelihood over the frames of a track, and taking the
 argmax over the union of candidates seen, recovers plates that no single frame read right and that
 a majority vote of strings would miss.
@@ -173,6 +174,12 @@ def _detection_texts(detection: Detection) -> list[str]:
     return [text for text in dict.fromkeys(texts) if text]
 
 
+def _reads(char_probs: np.ndarray) -> np.ndarray:
+    """A detection's posteriors as (K, T, C): one read (T, C) or K reads of the plate."""
+    probs = _check_posteriors(char_probs)
+    return probs[None] if probs.ndim == 2 else probs
+
+
 def _is_encodable(text: str) -> bool:
     return all(symbol in _INDEX for symbol in text)
 
@@ -296,9 +303,15 @@ class CandidateFusion:
                 if listed is not None:
                     scores[row, column] = listed
         for rows in by_shape.values():
-            stack = np.stack([np.asarray(evidence[row].detection.char_probs) for row in rows])
-            likelihoods = ctc_log_likelihoods([texts[c] for c in ctc_columns], stack)
-            scores[np.ix_(rows, ctc_columns)] = likelihoods
+            # (frames, reads, T, C): a detection read K times (crops at several scales) scores a
+            # text by the mean over its reads, each floored, so the frame still counts once.
+            stack = np.stack([_reads(evidence[row].detection.char_probs) for row in rows])
+            frames, reads = stack.shape[:2]
+            likelihoods = ctc_log_likelihoods(
+                [texts[c] for c in ctc_columns], stack.reshape(frames * reads, *stack.shape[2:])
+            )
+            likelihoods = np.maximum(likelihoods, self._log_floor).reshape(frames, reads, -1)
+            scores[np.ix_(rows, ctc_columns)] = likelihoods.mean(axis=1)
         return np.maximum(scores, self._log_floor)
 
 

@@ -7,9 +7,13 @@
 3. Hits above `presence_threshold` overlap; hits whose plate boxes overlap are grouped (union-find on
    box IoU). The seed took the intersection of the group's windows as the box; a regressed plate box,
    averaged over the group by score, fits the plate itself and scores far better on IoU.
-4. Each group is re-read once by the window model on a crop centred on its box: that pass verifies
-   presence, refines the box and gives the per-column CTC posteriors, decoded by beam search into the
-   text, its probability and the top-N candidates (optionally under plate patterns).
+4. Each group is re-read by the window model on a crop centred on its box: that pass verifies
+   presence, refines the box and gives the per-column CTC posteriors. A second pass reads the refined
+   box again on crops scaled by `read_scales`. Each read's beam search (optionally under plate
+   patterns) proposes texts; a text's score is its exact CTC log-likelihood averaged over all reads,
+   which gives the plate's text, its probability and the top-N candidates. Several views of a plate
+   disagree less often on the same wrong character than one view's posteriors do (README, "Measured
+   accuracy").
 
 With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run only inside the regions the HOG + linear SVM
 pre-filter proposes, and only at the pyramid levels that bring the plate widths a region's hits imply
@@ -35,6 +39,7 @@ import numpy as np
 
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
+from anprd.ctc_fusion import ctc_log_likelihoods
 from anprd.types import Box, Candidate, Detection
 
 if TYPE_CHECKING:
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_W, WINDOW_H = 128, 64
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
+READ_LOG_FLOOR = -14.0  # lowest log-likelihood one read gives a text, so one bad view cannot veto it
 
 
 class ModelError(Exception):
@@ -113,6 +119,13 @@ def read_crop_window(gray: np.ndarray, box: tuple[float, float, float, float]
     window = cv2.resize(region, (WINDOW_W, WINDOW_H),
                         interpolation=cv2.INTER_AREA if downscale else cv2.INTER_LINEAR)
     return window, (float(left), float(top), WINDOW_W / (right - left), WINDOW_H / (bottom - top))
+
+
+def _scaled(box: Box, factor: float) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of `box` scaled by `factor` about its centre."""
+    cx, cy = box.center
+    half_w, half_h = box.w * factor / 2, box.h * factor / 2
+    return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
 def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
@@ -364,6 +377,35 @@ class PlateDetector:
         """Re-read plate boxes (x0, y0, x1, y1) on centred crops; returns verified detections."""
         if not boxes:
             return []
+        presence, refined_boxes, first_reads = self._read_windows(boxes, gray)
+        kept = [i for i, box in enumerate(refined_boxes)
+                if presence[i] >= self.config.verify_threshold and box.w > 1 and box.h > 1]
+        reads = {i: first_reads[i][None] for i in kept}
+        scales = self.config.read_scales
+        if kept and scales:  # the second pass: the refined box, seen at several scales
+            views = [_scaled(refined_boxes[i], factor) for i in kept for factor in scales]
+            _, _, second_reads = self._read_windows(views, gray)
+            for n, i in enumerate(kept):
+                reads[i] = np.concatenate((reads[i], second_reads[n * len(scales): (n + 1) * len(scales)]))
+        detections = []
+        for i in kept:
+            reading = self._decode(reads[i])
+            if reading is None:
+                continue
+            text, confidence, candidates, pattern = reading
+            if confidence < self.config.min_confidence:
+                continue
+            score = float(presence[i]) if scores is None else float(max(scores[i], presence[i]))
+            char_probs = reads[i][0] if len(reads[i]) == 1 else reads[i]
+            detections.append(Detection(box=refined_boxes[i], presence=score, text=text,
+                                        confidence=confidence, candidates=candidates,
+                                        char_probs=char_probs, pattern=pattern))
+        return self._suppress_duplicates(detections)
+
+    def _read_windows(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray
+                      ) -> tuple[np.ndarray, list[Box], np.ndarray]:
+        """The window model on crops centred on `boxes`: presence scores, refined plate boxes in image
+        pixels, and (N, T, C) float32 CTC posteriors."""
         windows, frames = zip(*(read_crop_window(gray, b) for b in boxes), strict=True)
         batch = np.stack(windows)[..., None].astype(np.float32)
         with self._tf.device(self.device):
@@ -373,39 +415,34 @@ class PlateDetector:
         logits = out["text"].numpy()
         probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probs /= probs.sum(axis=-1, keepdims=True)
-        detections = []
-        for i, (left, top, sx, sy) in enumerate(frames):
-            if presence[i] < self.config.verify_threshold:
-                continue
-            fx0, fy0, fx1, fy1 = box_frac[i] * [WINDOW_W, WINDOW_H, WINDOW_W, WINDOW_H]
-            refined = Box(left + fx0 / sx, top + fy0 / sy, (fx1 - fx0) / sx, (fy1 - fy0) / sy)
-            if refined.w <= 1 or refined.h <= 1:
-                continue
-            reading = self._decode(probs[i])
-            if reading is None:
-                continue
-            text, confidence, candidates, pattern = reading
-            if confidence < self.config.min_confidence:
-                continue
-            score = float(presence[i]) if scores is None else float(max(scores[i], presence[i]))
-            detections.append(Detection(box=refined, presence=score, text=text, confidence=confidence,
-                                        candidates=candidates, char_probs=probs[i].astype(np.float32),
-                                        pattern=pattern))
-        return self._suppress_duplicates(detections)
+        refined = []
+        for (left, top, sx, sy), frac in zip(frames, box_frac, strict=True):
+            fx0, fy0, fx1, fy1 = frac * [WINDOW_W, WINDOW_H, WINDOW_W, WINDOW_H]
+            refined.append(Box(left + fx0 / sx, top + fy0 / sy, (fx1 - fx0) / sx, (fy1 - fy0) / sy))
+        return presence, refined, probs.astype(np.float32)
 
-    def _decode(self, probs: np.ndarray):
-        ranked = beam_search(probs, top_n=self.config.top_n)
-        if not ranked:
+    def _decode(self, reads: np.ndarray) -> tuple[str, float, tuple[Candidate, ...], str | None] | None:
+        """Text, probability, candidates and pattern name from K reads (K, T, C) of one plate."""
+        proposed: dict[str, None] = {}
+        fits: dict[str, str] = {}  # text -> name of the pattern whose beam search found it
+        for probs in reads:
+            proposed.update(dict.fromkeys(text for text, _ in beam_search(probs, top_n=self.config.top_n)))
+            for pattern in self.patterns:
+                fit = pattern_beam_search(probs, pattern)
+                if fit:
+                    fits.setdefault(fit[0], pattern.name)
+        texts = list(dict.fromkeys([*proposed, *fits]))
+        if not texts:
             return None
+        log_likelihood = np.maximum(ctc_log_likelihoods(texts, reads), READ_LOG_FLOOR).mean(axis=0)
+        order = np.argsort(-log_likelihood, kind="stable")
+        ranked = [(texts[i], math.exp(log_likelihood[i])) for i in order]
         text, confidence = ranked[0]
         pattern_name = None
-        best_fit: tuple[str, float, str] | None = None
-        for pattern in self.patterns:
-            fit = pattern_beam_search(probs, pattern)
-            if fit and (best_fit is None or fit[1] > best_fit[1]):
-                best_fit = (fit[0], fit[1], pattern.name)
-        if best_fit and best_fit[1] >= self.config.pattern_min_ratio * confidence:
-            text, confidence, pattern_name = best_fit
+        fitting = [(t, p) for t, p in ranked if t in fits]
+        if fitting and fitting[0][1] >= self.config.pattern_min_ratio * confidence:
+            text, confidence = fitting[0]
+            pattern_name = fits[text]
             ranked = [(text, confidence)] + [r for r in ranked if r[0] != text]
         candidates = tuple(Candidate(t, round(float(p), 6)) for t, p in ranked[: self.config.top_n])
         return text, float(confidence), candidates, pattern_name

@@ -77,7 +77,8 @@ class Detection:
 
     text/confidence: the best reading; candidates: top-N readings, best first.
     char_probs: the reader's per-column CTC posteriors (T x (len(ALPHABET)+1), last column = blank),
-    kept so the tracker can fuse evidence across frames instead of voting on strings.
+    or K x T x (len(ALPHABET)+1) for K reads of the plate (crops at several scales), kept so the
+    tracker can fuse evidence across frames instead of voting on strings.
     presence: the detector's plate-presence score in [0, 1].
     pattern: the name of the plate pattern the text matched, or None.
     """

@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from generated_scenes import generated_scenes, score_detector
 
 from anprd.config.detector import DetectorConfig
+from anprd.ctc_fusion import ctc_log_likelihoods
 from anprd.detector import ModelError, PlateDetector, group_hits, pyramid_scales, read_crop_window
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,8 +81,23 @@ def test_detections_carry_candidates_and_posteriors(detector):
     det = detections[0]
     assert det.candidates and det.candidates[0].text == det.text
     assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:], strict=False))
-    assert det.char_probs.shape == (32, 37)
-    np.testing.assert_allclose(det.char_probs.sum(axis=1), 1.0, rtol=1e-4)
+    # One read from the verifying pass, then one per read scale; candidates rank by the mean CTC
+    # log-likelihood over those reads, and a text's confidence is exp of that mean.
+    reads = 1 + len(detector.config.read_scales)
+    assert reads > 1 and det.char_probs.shape == (reads, 32, 37)
+    np.testing.assert_allclose(det.char_probs.sum(axis=-1), 1.0, rtol=1e-4)
+    mean_ll = ctc_log_likelihoods([c.text for c in det.candidates], det.char_probs).mean(axis=0)
+    assert np.all(np.diff(mean_ll) <= 1e-6)
+    assert det.confidence == pytest.approx(np.exp(mean_ll[0]), rel=1e-4)
+
+    single_pass = detector.config.model_copy(update={"read_scales": []})
+    detector.config, config = single_pass, detector.config
+    try:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        (once,) = detector.read([(det.box.x, det.box.y, det.box.x2, det.box.y2)], gray)
+    finally:
+        detector.config = config
+    assert once.char_probs.shape == (32, 37)
 
 
 def test_no_plates_in_an_empty_image(detector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import Counter
@@ -254,6 +255,24 @@ def test_fused_confidence_counts_correlated_frames_as_few_witnesses() -> None:
     assert [c.text for c in tempered.candidates] == [c.text for c in independent.candidates]
     with pytest.raises(ValueError, match="effective_frames"):
         CandidateFusion(effective_frames=0.5)
+
+
+def test_several_reads_of_one_frame_count_as_one_frame() -> None:
+    # Frame A was read three times (crops at three scales), each read leaning to "AB12"; frame B
+    # once, leaning more firmly to "AB13". Averaged, A weighs as one frame and B's firmer read
+    # wins; summed as three frames, A would outvote B.
+    a_read = posteriors("AB12", {3: ("3", 0.35)})
+    b_read = posteriors("AB13", {3: ("2", 0.25)})
+    frame_a = Detection(box=Box(0, 0, 100, 25), presence=0.99, text="AB12", confidence=0.5,
+                        char_probs=np.stack([a_read] * 3))
+    frame_b = Detection(box=Box(0, 0, 100, 25), presence=0.99, text="AB13", confidence=0.6,
+                        char_probs=b_read)
+    assert fuse_detections([frame_a, frame_b]).text == "AB13"
+    separately = [dataclasses.replace(frame_a, char_probs=a_read)] * 3 + [frame_b]
+    assert fuse_detections(separately).text == "AB12"
+    # One read given as (1, T, C) scores exactly as (T, C).
+    single = fuse_detections([dataclasses.replace(frame_a, char_probs=a_read[None]), frame_b])
+    assert single == fuse_detections([dataclasses.replace(frame_a, char_probs=a_read), frame_b])
 
 
 def test_a_one_character_reading_gives_no_event_unless_allowed() -> None:
