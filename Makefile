@@ -33,14 +33,16 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v2 (see README "Training"): two stages, ~2h10 on 2 idle cores.
+# Reproduces models/anprd-v3 (see README "Training"): three stages, ~2h55 on 2 idle cores.
 # A stopped stage continues with `python -m train.train --run runs/vN --resume`.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
 		--val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train --run runs/v2 --export models/anprd-v2
+	$(PY) -m train.train --run runs/v3 --init-from runs/v2 --steps 3500 --lr 1e-3 --seed 3 \
+		--val-every 700 $(STREETS_OPT)
+	$(PY) -m train.train --run runs/v3 --export models/anprd-v3
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup

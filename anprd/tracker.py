@@ -13,7 +13,9 @@ injected motion filter, ids per tracker instance. Each frame:
    ones, so a one-frame false positive cannot steal a real plate;
 4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`);
 5. a detection left unmatched that lies on a plate matched in this frame (`duplicate_overlap`) is
-   a second reading of that plate and starts no track.
+   a second reading of that plate and starts no track; a track whose matches mostly lay on a
+   larger plate matched in the same frame (a US state name tracked before its plate was found)
+   is a fragment of it and is not reported.
 
 Lifetime rules:
 
@@ -233,6 +235,7 @@ class _TrackState:
     reported_texts: tuple[str, ...] = ()
     continuation_of: int | None = None
     patterns: dict[str, Counter[str]] = field(default_factory=dict)
+    fragment_frames: int = 0  # matches that lay on a larger plate matched in the same frame
 
     def texts(self) -> tuple[str, ...]:
         """The texts a new detection is compared with: fused and last read."""
@@ -305,6 +308,13 @@ class Tracker:
             taken = {column for _, column in matched}
             free = [column for column in free if column not in taken]
 
+        # Plates do not overlap: a matched box lying on a larger matched box is part of that plate
+        # (a US state name, half a plate), whichever track it was matched to.
+        matched_boxes = [detections[column].box for _, column in pairs]
+        for row, column in pairs:
+            if self._lies_on_larger(detections[column].box, matched_boxes):
+                self._states[row].fragment_frames += 1
+
         confirmed: list[TrackReport] = []
         provisional: list[TrackReport] = []
         ended: list[TrackReport] = []
@@ -342,11 +352,9 @@ class Tracker:
             survivors.append(state)
 
         # A second detection lying on a plate already matched this frame is the same plate read
-        # again (a window over part of it), not a new vehicle: plates do not overlap.
-        matched_boxes = [detections[column].box for _, column in pairs]
+        # again (a window over part of it), not a new vehicle.
         for column in free:
-            if any(_overlap_of_smaller(detections[column].box, box) >= config.duplicate_overlap
-                   for box in matched_boxes):
+            if self._lies_on_larger(detections[column].box, matched_boxes):
                 continue
             survivors.append(self._start(detections[column], frame_time, frame_number))
         self._states = survivors
@@ -360,6 +368,14 @@ class Tracker:
             self._end(state, EndReason.FLUSHED, ended, suppressed)
         self._states = []
         return self._snapshot(frame_time, frame_number, [], [], ended, suppressed)
+
+    def _lies_on_larger(self, box: Box, others: Sequence[Box]) -> bool:
+        """`box` covers `duplicate_overlap` of itself with a larger box of `others`: part of that plate."""
+        return any(
+            other.w * other.h > box.w * box.h
+            and _overlap_of_smaller(box, other) >= self._config.duplicate_overlap
+            for other in others
+        )
 
     # --- association ----------------------------------------------------------------------------
 
@@ -571,7 +587,9 @@ class Tracker:
         # Fusing many unreadable frames still ranks some string first: an object that was never
         # once read with confidence (a sign, a grille) is not a plate to report.
         read_once = any(d.confidence >= self._config.text_min_confidence for d in state.track.detections)
-        if (len(text) >= self._config.min_plate_length and read_once
+        # A track that spent most of its life on a larger plate is a part of that plate.
+        fragment = 2 * state.fragment_frames > state.track.frames_seen
+        if (len(text) >= self._config.min_plate_length and read_once and not fragment
                 and not self._already_reported(state, text)):
             ended.append(report)
             self._recent_plates.append((text, state.track.last_seen))

@@ -15,7 +15,7 @@ from anprd.ctc_fusion import ctc_log_likelihoods
 from anprd.detector import ModelError, PlateDetector, group_hits, pyramid_scales, read_crop_window
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v2"
+MODEL = REPO / "models" / "anprd-v3"
 
 
 @pytest.fixture(scope="module")

@@ -477,6 +477,21 @@ def test_garbled_unconfident_reads_do_not_split_a_track() -> None:
         assert (len(track_ids) == 1) == (min_confidence > 0), track_ids
 
 
+def test_a_state_name_tracked_before_its_plate_gives_no_event() -> None:
+    # A US plate entering the image: its state name is found (and read) for four frames before
+    # the plate itself, then both are found every frame, the name lying on the plate.
+    frames = []
+    for n in range(25):
+        x = 40.0 + 6 * n
+        band = detection(x + 35, 345.0, "MARYLAND", w=60.0, h=12.0)
+        frames.append([band] if n < 4 else [detection(x, 343.0, "Q24663", w=130.0, h=62.0), band])
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["Q24663"]
+    assert [r.reading.text for u in updates for r in u.suppressed] == ["MARYLAND"]
+
+
 def test_a_smaller_object_beside_a_plate_cannot_take_over_its_track() -> None:
     # The plate is missed for a few frames while an unread tail light shows beside it, within the
     # centre-distance gate; then the plate comes back where its motion says.

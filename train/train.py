@@ -3,7 +3,8 @@
     python -m train.train --run runs/v1 --steps 5000 --seed 1 --backgrounds ../shared/data/streets
     python -m train.train --run runs/v1 --resume            # continue a stopped run
     python -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2  # stage 2
-    python -m train.train --run runs/v2 --export models/anprd-v2   # write the best weights + metadata
+    python -m train.train --run runs/v3 --init-from runs/v2 --steps 3500 --lr 1e-3 --seed 3  # stage 3
+    python -m train.train --run runs/v3 --export models/anprd-v3   # write the best weights + metadata
 
 Worker processes render batches into a queue. When they fall behind, the step re-uses a recent batch
 from a small ring buffer instead of waiting, so the 2 cores are never idle; how often that happened is
