@@ -24,6 +24,7 @@ __all__ = [
     "FusedReading",
     "ctc_log_likelihood",
     "ctc_log_likelihoods",
+    "mixture_log_likelihoods",
     "encode_text",
     "fuse_detections",
 ]
@@ -123,6 +124,18 @@ def ctc_log_likelihoods(texts: Sequence[str], char_probs: np.ndarray) -> np.ndar
     ends_on_char = np.where(lengths > 0, alpha[:, rows, np.maximum(last - 1, 0)], -np.inf)
     result = np.logaddexp(ends_on_blank, ends_on_char)
     return result[0] if single_frame else result
+
+
+def mixture_log_likelihoods(texts: Sequence[str], reads: np.ndarray) -> np.ndarray:
+    """log of the mean over K reads of P(text | read), for each text: shape (len(texts),).
+
+    `reads` (K, T, C) are several views of one plate (crops framed differently). Averaging the
+    reads' probabilities treats the framing as unknown: a view that cuts a character off lowers a
+    text's probability by at most a factor K instead of vetoing it.
+    """
+    log_likelihoods = ctc_log_likelihoods(texts, _reads(reads))  # (K, len(texts))
+    with np.errstate(divide="ignore"):
+        return np.logaddexp.reduce(log_likelihoods, axis=0) - math.log(len(log_likelihoods))
 
 
 def ctc_log_likelihood(text: str, char_probs: np.ndarray) -> float:
@@ -304,14 +317,16 @@ class CandidateFusion:
                     scores[row, column] = listed
         for rows in by_shape.values():
             # (frames, reads, T, C): a detection read K times (crops at several scales) scores a
-            # text by the mean over its reads, each floored, so the frame still counts once.
+            # text by the mean of its reads' probabilities (`mixture_log_likelihoods`), so the
+            # frame still counts once.
             stack = np.stack([_reads(evidence[row].detection.char_probs) for row in rows])
             frames, reads = stack.shape[:2]
             likelihoods = ctc_log_likelihoods(
                 [texts[c] for c in ctc_columns], stack.reshape(frames * reads, *stack.shape[2:])
-            )
-            likelihoods = np.maximum(likelihoods, self._log_floor).reshape(frames, reads, -1)
-            scores[np.ix_(rows, ctc_columns)] = likelihoods.mean(axis=1)
+            ).reshape(frames, reads, -1)
+            with np.errstate(divide="ignore"):
+                mixture = np.logaddexp.reduce(likelihoods, axis=1) - math.log(reads)
+            scores[np.ix_(rows, ctc_columns)] = mixture
         return np.maximum(scores, self._log_floor)
 
 

@@ -10,10 +10,9 @@
 4. Each group is re-read by the window model on a crop centred on its box: that pass verifies
    presence, refines the box and gives the per-column CTC posteriors. A second pass reads the refined
    box again on crops scaled by `read_scales`. Each read's beam search (optionally under plate
-   patterns) proposes texts; a text's score is its exact CTC log-likelihood averaged over all reads,
-   which gives the plate's text, its probability and the top-N candidates. Several views of a plate
-   disagree less often on the same wrong character than one view's posteriors do (README, "Measured
-   accuracy").
+   patterns) proposes texts; a text's probability is its exact CTC probability averaged over the
+   reads, which gives the plate's text, its probability and the top-N candidates. Several views of
+   a plate misread the same character less often than one view does (README, "Measured accuracy").
 
 With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run only inside the regions the HOG + linear SVM
 pre-filter proposes, and only at the pyramid levels that bring the plate widths a region's hits imply
@@ -39,7 +38,7 @@ import numpy as np
 
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
-from anprd.ctc_fusion import ctc_log_likelihoods
+from anprd.ctc_fusion import mixture_log_likelihoods
 from anprd.types import Box, Candidate, Detection
 
 if TYPE_CHECKING:
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 
 WINDOW_W, WINDOW_H = 128, 64
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
-READ_LOG_FLOOR = -14.0  # lowest log-likelihood one read gives a text, so one bad view cannot veto it
 
 
 class ModelError(Exception):
@@ -434,7 +432,7 @@ class PlateDetector:
         texts = list(dict.fromkeys([*proposed, *fits]))
         if not texts:
             return None
-        log_likelihood = np.maximum(ctc_log_likelihoods(texts, reads), READ_LOG_FLOOR).mean(axis=0)
+        log_likelihood = mixture_log_likelihoods(texts, reads)
         order = np.argsort(-log_likelihood, kind="stable")
         ranked = [(texts[i], math.exp(log_likelihood[i])) for i in order]
         text, confidence = ranked[0]
