@@ -133,9 +133,13 @@ def mixture_log_likelihoods(texts: Sequence[str], reads: np.ndarray) -> np.ndarr
     reads' probabilities treats the framing as unknown: a view that cuts a character off lowers a
     text's probability by at most a factor K instead of vetoing it.
     """
-    log_likelihoods = ctc_log_likelihoods(texts, _reads(reads))  # (K, len(texts))
+    return _log_mean_exp(ctc_log_likelihoods(texts, _reads(reads)), axis=0)
+
+
+def _log_mean_exp(log_values: np.ndarray, axis: int) -> np.ndarray:
+    """log(mean(exp(log_values))) along `axis`, without leaving log space."""
     with np.errstate(divide="ignore"):
-        return np.logaddexp.reduce(log_likelihoods, axis=0) - math.log(len(log_likelihoods))
+        return np.logaddexp.reduce(log_values, axis=axis) - math.log(log_values.shape[axis])
 
 
 def ctc_log_likelihood(text: str, char_probs: np.ndarray) -> float:
@@ -324,9 +328,7 @@ class CandidateFusion:
             likelihoods = ctc_log_likelihoods(
                 [texts[c] for c in ctc_columns], stack.reshape(frames * reads, *stack.shape[2:])
             ).reshape(frames, reads, -1)
-            with np.errstate(divide="ignore"):
-                mixture = np.logaddexp.reduce(likelihoods, axis=1) - math.log(reads)
-            scores[np.ix_(rows, ctc_columns)] = mixture
+            scores[np.ix_(rows, ctc_columns)] = _log_mean_exp(likelihoods, axis=1)
         return np.maximum(scores, self._log_floor)
 
 

@@ -32,9 +32,9 @@ class DetectorConfig(AnprdBaseModel):
                                   "is below this.")
     read_scales: list[float] = Field(default_factory=lambda: [0.9, 1.0, 1.1], description="Second "
                                      "reading pass: the refined plate box is read again on crops "
-                                     "scaled by these factors, and a text's score is averaged over "
-                                     "all reads (more plates read right, ~1.5 ms per crop); [] reads "
-                                     "each plate once.")
+                                     "scaled by these factors, and a text's probability is its mean "
+                                     "over all reads (more plates read right, ~1.5 ms per crop); [] "
+                                     "reads each plate once.")
     top_n: int = Field(5, ge=1, le=20, description="Candidates reported per plate.")
     patterns: dict[str, str] = Field(default_factory=dict, description="Named plate patterns, e.g. "
                                      "{uk: '@@##@@@'} (@ letter, # digit, ? either); a reading that fits "
