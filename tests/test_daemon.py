@@ -429,7 +429,8 @@ def test_live_rtsp_and_file_replay_read_the_same_plates(
     # The live run sees other frames than the replay (newest frame wins, H.264 instead of the
     # file's codec), so where the model itself hesitates between two texts (O/0 in a font that
     # draws them alike) the two runs may choose differently. What must agree: the same vehicles,
-    # each published text among the other run's top two candidates for that vehicle.
+    # each published text among the other run's top two candidates for that vehicle, and no
+    # vehicle in one run that the other did not report.
     replay = subprocess.run(
         [sys.executable, "-m", "anprd.cli", "replay", str(clip[0]), "--json", "--model", str(MODEL)],
         capture_output=True, text=True, cwd=REPO, timeout=600,
@@ -452,10 +453,14 @@ def test_live_rtsp_and_file_replay_read_the_same_plates(
     run.signal(signal.SIGTERM)
     assert run.wait_exit() == 0, run.stderr[-3000:]
     summary = ([e["plate"] for e in replayed], [e["plate"] for e in live])
-    assert len(live) == len(replayed), summary
-    for event in replayed:
-        assert any(normalise_plate(event["plate"]) in _top_plates(other)
-                   and normalise_plate(other["plate"]) in _top_plates(event) for other in live), summary
+
+    def same_vehicle(first: dict, second: dict) -> bool:
+        return (normalise_plate(first["plate"]) in _top_plates(second)
+                and normalise_plate(second["plate"]) in _top_plates(first))
+
+    # The window spans more than one loop, so a car may pass (and be reported) twice in it.
+    assert all(any(same_vehicle(event, other) for other in live) for event in replayed), summary
+    assert all(any(same_vehicle(event, other) for other in replayed) for event in live), summary
 
 
 # --- the bundled config and `make run` ---------------------------------------------------------
