@@ -192,8 +192,9 @@ def _detection_texts(detection: Detection) -> list[str]:
 
 
 def _reads(char_probs: np.ndarray) -> np.ndarray:
-    """A detection's posteriors as (K, T, C): one read (T, C) or K reads of the plate."""
-    probs = _check_posteriors(char_probs)
+    """A detection's posteriors as (K, T, C): one read (T, C) or K reads of the plate. Not checked
+    here: `ctc_log_likelihoods` checks the stacked reads once."""
+    probs = np.asarray(char_probs)
     return probs[None] if probs.ndim == 2 else probs
 
 
