@@ -33,16 +33,16 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v3 (see README "Training"): three stages, ~2h55 on 2 idle cores.
-# A stopped stage continues with `python -m train.train --run runs/vN --resume`.
+# Reproduces models/anprd-v4 (see README "Training"): two detector stages, then the plate reader;
+# about 3 h on 2 idle cores. A stopped stage continues with `--resume` on its run folder.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
 		--val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train --run runs/v3 --init-from runs/v2 --steps 3500 --lr 1e-3 --seed 3 \
-		--val-every 700 $(STREETS_OPT)
-	$(PY) -m train.train --run runs/v3 --export models/anprd-v3
+	$(PY) -m train.train --run runs/v2 --export models/anprd-v4
+	$(PY) -m train.train_reader --run runs/r1 --steps 4000 --seed 11 --val-every 500 $(STREETS_OPT)
+	$(PY) -m train.train_reader --run runs/r1 --export models/anprd-v4
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup

@@ -149,6 +149,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.train_args[:1] == ["reader"]:  # `anprd train reader ...`: the plate reader
+        from train.train_reader import main as train_reader_main
+
+        return train_reader_main(args.train_args[1:])
     from train.train import main as train_main
 
     return train_main(args.train_args)
@@ -216,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
     p.set_defaults(func=cmd_subscribe)
 
-    p = sub.add_parser("train", help="train a model (same options as python -m train.train)",
+    p = sub.add_parser("train", help="train the detector (options of python -m train.train), or with "
+                                     "`reader` first the plate reader (python -m train.train_reader)",
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)

@@ -8,11 +8,13 @@
    box IoU). The seed took the intersection of the group's windows as the box; a regressed plate box,
    averaged over the group by score, fits the plate itself and scores far better on IoU.
 4. Each group is re-read by the window model on a crop centred on its box: that pass verifies
-   presence, refines the box and gives the per-column CTC posteriors. A second pass reads the refined
-   box again on crops scaled by `read_scales`. Each read's beam search (optionally under plate
-   patterns) proposes texts; a text's probability is its exact CTC probability averaged over the
-   reads, which gives the plate's text, its probability and the top-N candidates. Several views of
-   a plate misread the same character less often than one view does (README, "Measured accuracy").
+   presence and refines the box. The plate reader (`anprd.model.build_reader`, when the model folder
+   has one) then reads the refined box on tight crops scaled by `read_scales`; without a reader, the
+   window model's own read and its reads of the refined box at those scales are used. Each read's
+   beam search (optionally under plate patterns) proposes texts; a text's probability is its exact
+   CTC probability averaged over the reads, which gives the plate's text, its probability and the
+   top-N candidates. Several views of a plate misread the same character less often than one view
+   does (README, "Measured accuracy").
 
 With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run only inside the regions the HOG + linear SVM
 pre-filter proposes, and only at the pyramid levels that bring the plate widths a region's hits imply
@@ -44,11 +46,13 @@ from anprd.types import Box, Candidate, Detection
 if TYPE_CHECKING:
     from anprd.prefilter import HogPrefilter, Region
 
-__all__ = ["ModelError", "PlateDetector", "pyramid_scales", "read_crop_window", "resolve_model_dir"]
+__all__ = ["ModelError", "PlateDetector", "pyramid_scales", "read_crop_window", "reader_crop",
+           "resolve_model_dir"]
 
 log = logging.getLogger(__name__)
 
 WINDOW_W, WINDOW_H = 128, 64
+READER_W, READER_H = 128, 32
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
 
 
@@ -117,6 +121,42 @@ def read_crop_window(gray: np.ndarray, box: tuple[float, float, float, float]
     window = cv2.resize(region, (WINDOW_W, WINDOW_H),
                         interpolation=cv2.INTER_AREA if downscale else cv2.INTER_LINEAR)
     return window, (float(left), float(top), WINDOW_W / (right - left), WINDOW_H / (bottom - top))
+
+
+READER_MARGIN_X, READER_MARGIN_Y = 0.06, 0.15  # of the plate box, each side: room for box error
+
+
+def reader_crop(gray: np.ndarray, box: tuple[float, float, float, float]
+                ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The reader's input: plate box (x0, y0, x1, y1) with a small margin, stretched to 32x128.
+
+    Stretching (rather than keeping the aspect) gives every plate shape the whole input: a 4.7:1 EU
+    plate's characters are ~22 px tall here against ~14 px in the detector's 64x128 window.
+    Returns the crop and (x, y, sx, sy) such that image = (crop_x / sx + x, crop_y / sy + y).
+    """
+    x0, y0, x1, y1 = box
+    pw, ph = max(4.0, x1 - x0), max(2.0, y1 - y0)
+    left, right = x0 - READER_MARGIN_X * pw, x1 + READER_MARGIN_X * pw
+    top, bottom = y0 - READER_MARGIN_Y * ph, y1 + READER_MARGIN_Y * ph
+    h, w = gray.shape[:2]
+    # sub-pixel exact: an affine map from the box to the crop, replicating the border outside the image
+    sx, sy = READER_W / (right - left), READER_H / (bottom - top)
+    if sx < 1 or sy < 1:  # shrinking: smooth first, as INTER_AREA would
+        sigma_x, sigma_y = max(0.01, 0.5 / sx - 0.25), max(0.01, 0.5 / sy - 0.25)
+        ix0, iy0 = max(0, int(left) - 4), max(0, int(top) - 4)
+        ix1, iy1 = min(w, int(math.ceil(right)) + 4), min(h, int(math.ceil(bottom)) + 4)
+        if ix1 > ix0 and iy1 > iy0:
+            patch = cv2.GaussianBlur(gray[iy0:iy1, ix0:ix1], (0, 0), sigmaX=sigma_x, sigmaY=sigma_y)
+            gray, left, right, top, bottom = patch, left - ix0, right - ix0, top - iy0, bottom - iy0
+            x_shift, y_shift = ix0, iy0
+        else:
+            x_shift = y_shift = 0
+    else:
+        x_shift = y_shift = 0
+    matrix = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]], np.float32)
+    crop = cv2.warpAffine(gray, matrix, (READER_W, READER_H), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop, (float(left + x_shift), float(top + y_shift), sx, sy)
 
 
 def _scaled(box: Box, factor: float) -> tuple[float, float, float, float]:
@@ -248,7 +288,31 @@ class PlateDetector:
             input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
         self._read_fn = tf.function(lambda x: self.net.window_model(x, training=False),
                                     input_signature=[tf.TensorSpec([None, 64, 128, 1], tf.float32)])
+        self.reader = self._load_reader(model_dir) if config.reader == "auto" else None
         log.info("model %s loaded on %s", model_dir, self.device)
+
+    def _load_reader(self, model_dir: Path):
+        """The model folder's plate reader as a tf.function on (N, 32, 128, 1) crops, or None."""
+        reader_meta = self.meta.get("reader")
+        if reader_meta is None:
+            return None
+        from anprd.model import ReaderConfig, build_reader
+
+        weights = model_dir / "reader.weights.h5"
+        if not weights.is_file():
+            raise ModelError(f"{weights}: reader weights missing (model.json names a reader)")
+        with self._tf.device(self.device):
+            try:
+                model = build_reader(ReaderConfig.from_json(reader_meta["net"]))
+                model.load_weights(weights)
+            except (KeyError, TypeError) as exc:
+                raise ModelError(f"{model_dir / 'model.json'}: bad reader description ({exc})") from None
+            except Exception as exc:  # h5py/keras raise many types for a bad file
+                raise ModelError(f"{weights}: cannot load weights ({exc})") from None
+        log.info("plate reader %s loaded", weights)
+        return self._tf.function(lambda x: model(x, training=False)["text"],
+                                 input_signature=[self._tf.TensorSpec([None, READER_H, READER_W, 1],
+                                                                      self._tf.float32)])
 
     @classmethod
     def from_config(cls, config: DetectorConfig, base_dir: Path | None = None) -> PlateDetector:
@@ -378,13 +442,20 @@ class PlateDetector:
         presence, refined_boxes, first_reads = self._read_windows(boxes, gray)
         kept = [i for i, box in enumerate(refined_boxes)
                 if presence[i] >= self.config.verify_threshold and box.w > 1 and box.h > 1]
-        reads = {i: first_reads[i][None] for i in kept}
         scales = self.config.read_scales
-        if kept and scales:  # the second pass: the refined box, seen at several scales
-            views = [_scaled(refined_boxes[i], factor) for i in kept for factor in scales]
-            _, _, second_reads = self._read_windows(views, gray)
-            for n, i in enumerate(kept):
-                reads[i] = np.concatenate((reads[i], second_reads[n * len(scales): (n + 1) * len(scales)]))
+        if kept and self.reader is not None:  # the plate reader reads the refined box at each scale
+            factors = scales or [1.0]
+            views = [_scaled(refined_boxes[i], f) for i in kept for f in factors]
+            crops_read = self._reader_reads(views, gray)
+            reads = {i: crops_read[n * len(factors): (n + 1) * len(factors)] for n, i in enumerate(kept)}
+        else:  # the window network's read, and its second pass on the refined box at each scale
+            reads = {i: first_reads[i][None] for i in kept}
+            if kept and scales:
+                views = [_scaled(refined_boxes[i], f) for i in kept for f in scales]
+                _, _, second_reads = self._read_windows(views, gray)
+                for n, i in enumerate(kept):
+                    more = second_reads[n * len(scales): (n + 1) * len(scales)]
+                    reads[i] = np.concatenate((reads[i], more))
         detections = []
         for i in kept:
             reading = self._decode(reads[i])
@@ -418,6 +489,14 @@ class PlateDetector:
             fx0, fy0, fx1, fy1 = frac * [WINDOW_W, WINDOW_H, WINDOW_W, WINDOW_H]
             refined.append(Box(left + fx0 / sx, top + fy0 / sy, (fx1 - fx0) / sx, (fy1 - fy0) / sy))
         return presence, refined, probs.astype(np.float32)
+
+    def _reader_reads(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray) -> np.ndarray:
+        """The plate reader on `reader_crop`s of `boxes`: (N, T, C) float32 CTC posteriors."""
+        batch = np.stack([reader_crop(gray, b)[0] for b in boxes])[..., None].astype(np.float32)
+        with self._tf.device(self.device):
+            logits = self.reader(batch).numpy()
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (probs / probs.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     def _decode(self, reads: np.ndarray) -> tuple[str, float, tuple[Candidate, ...], str | None] | None:
         """Text, probability, candidates and pattern name from K reads (K, T, C) of one plate."""

@@ -16,6 +16,11 @@ and does not tie a character to a fixed slot, the failure the 30-minute probe in
 
 Backbone: a 3x3/2 stem and depthwise-separable blocks (MobileNet style), output stride 8 vertically and
 4 horizontally, sized for real time on 2 CPU cores (see README for measured figures).
+
+`build_reader` is a second, separate network that only reads: a 32x128 crop of one found plate (the
+box stretched to the whole input, `anprd.detector.reader_crop`) -> the same per-column CTC logits.
+In the window a plate is ~70% of 128 px wide, so its letters are small; the reader gives them the
+whole crop and reads far better (README, "Measured accuracy"). A model folder may ship one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from keras import layers
 
 from anprd.ctc import ALPHABET
 
-__all__ = ["NetConfig", "PlateNet", "WINDOW_H", "WINDOW_W", "GRID_STRIDE"]
+__all__ = ["GRID_STRIDE", "READER_H", "READER_W", "WINDOW_H", "WINDOW_W", "NetConfig", "PlateNet",
+           "ReaderConfig", "build_reader"]
 
 WINDOW_H, WINDOW_W = 64, 128
 GRID_STRIDE = 8  # pixels between neighbouring windows of detection_model's output grid
@@ -129,3 +135,53 @@ class PlateNet:
         pres = self._run(self._run(image, self.backbone), self.presence_head)
         return keras.Model(image, {"presence": self.presence_out(pres), "box": self.box_out(pres)},
                            name="detection_model")
+
+
+# --------------------------------------------------------------------------------------------------
+# The reader: a second network that only reads, on a tight crop of a found plate
+# --------------------------------------------------------------------------------------------------
+READER_H, READER_W = 32, 128
+READER_COLUMNS = READER_W // 4
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """Widths of the reader; saved beside its weights."""
+
+    widths: tuple[int, ...] = (32, 64, 96, 96, 128)  # 3x3 convs; pools after the 1st, 2nd and 4th
+    context: int = 160
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ReaderConfig:
+        data = dict(data)
+        data["widths"] = tuple(data["widths"])
+        return cls(**data)
+
+
+def build_reader(config: ReaderConfig | None = None) -> keras.Model:
+    """32x128 plate crop -> per-column CTC logits, 32 columns x (36 symbols + blank).
+
+    A small CRNN without the recurrence: plain 3x3 convolutions (full convolutions learn faster than
+    separable ones at this size, and one crop per plate costs little), pooled 2x2, 2x2 and 2x1 to
+    4x32, the 4 rows collapsed, then dilated 1-D convolutions for context along the text. The
+    detector's window sees a plate ~70% of 128 px wide; this crop gives the text the whole input.
+    """
+    c = config or ReaderConfig()
+    x = image = keras.Input((READER_H, READER_W, 1), name="plate")
+    x = layers.Rescaling(1 / 255.0, offset=-0.5, name="rescale")(x)
+    pools = {0: (2, 2), 1: (2, 2), 3: (2, 1)}
+    for i, width in enumerate(c.widths):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
+        x = layers.ReLU(name=f"conv{i}_relu")(x)
+        if i in pools:
+            x = layers.MaxPooling2D(pools[i], name=f"pool{i}")(x)
+    x = layers.Conv2D(c.context, (READER_H // 8, 1), activation="relu", name="rows")(x)
+    x = layers.Reshape((READER_COLUMNS, c.context), name="columns")(x)
+    x = layers.Conv1D(c.context, 3, padding="same", activation="relu", name="ctx1")(x)
+    x = layers.Conv1D(c.context, 3, padding="same", dilation_rate=2, activation="relu", name="ctx2")(x)
+    text = layers.Dense(len(ALPHABET) + 1, name="text")(x)
+    return keras.Model(image, {"text": text}, name="reader")

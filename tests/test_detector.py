@@ -12,10 +12,17 @@ from generated_scenes import generated_scenes, score_detector
 
 from anprd.config.detector import DetectorConfig
 from anprd.ctc_fusion import ctc_log_likelihoods
-from anprd.detector import ModelError, PlateDetector, group_hits, pyramid_scales, read_crop_window
+from anprd.detector import (
+    ModelError,
+    PlateDetector,
+    group_hits,
+    pyramid_scales,
+    read_crop_window,
+    reader_crop,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v3"
+MODEL = REPO / "models" / "anprd-v4"
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +88,10 @@ def test_detections_carry_candidates_and_posteriors(detector):
     det = detections[0]
     assert det.candidates and det.candidates[0].text == det.text
     assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:], strict=False))
-    # One read from the verifying pass, then one per read scale; a text's probability is the mean
+    # The plate reader reads the refined box once per read scale; a text's probability is the mean
     # of its CTC probabilities under those reads, and candidates rank by it.
-    reads = 1 + len(detector.config.read_scales)
+    assert detector.reader is not None
+    reads = len(detector.config.read_scales)
     assert reads > 1 and det.char_probs.shape == (reads, 32, 37)
     np.testing.assert_allclose(det.char_probs.sum(axis=-1), 1.0, rtol=1e-4)
     mixture = np.exp(ctc_log_likelihoods([c.text for c in det.candidates], det.char_probs)).mean(axis=0)
@@ -97,6 +105,41 @@ def test_detections_carry_candidates_and_posteriors(detector):
     finally:
         detector.config = config
     assert once.char_probs.shape == (32, 37)
+
+
+def test_reader_crop_stretches_the_box_with_its_margins():
+    gray = np.zeros((400, 600), np.uint8)
+    gray[180:210, 200:340] = 255  # a 140x30 "plate"
+    crop, (x, y, sx, sy) = reader_crop(gray, (200, 180, 340, 210))
+    assert crop.shape == (32, 128)
+    # the box maps to the crop inside the margins: 6% of its width, 15% of its height each side
+    assert (200 - x) * sx == pytest.approx(128 * 0.06 / 1.12, abs=0.01)
+    assert (210 - y) * sy == pytest.approx(32 * 1.15 / 1.3, abs=0.01)
+    cols = np.nonzero(crop.max(axis=0) > 127)[0]
+    rows = np.nonzero(crop.max(axis=1) > 127)[0]
+    assert abs(cols[0] - 128 * 0.06 / 1.12) <= 1.5 and abs(cols[-1] + 1 - 128 * 1.06 / 1.12) <= 1.5
+    assert abs(rows[0] - 32 * 0.15 / 1.3) <= 1.5 and abs(rows[-1] + 1 - 32 * 1.15 / 1.3) <= 1.5
+    # a box hanging over the image edge repeats the border instead of failing
+    edge, _ = reader_crop(gray, (-30, 390, 40, 420))
+    assert edge.shape == (32, 128)
+
+
+def test_window_reader_reads_with_the_detection_network(detector):
+    from train.fonts import available_fonts
+    from train.gen import Backgrounds, builtin_background_dirs, sample_scene
+
+    window = PlateDetector(MODEL, DetectorConfig(prefilter="none", reader="window"))
+    assert window.reader is None
+    rng = np.random.default_rng(7)
+    image, _ = sample_scene(rng, Backgrounds(builtin_background_dirs(), rng), available_fonts(),
+                            size=(480, 320), max_plates=1, plate_width=(110, 160), difficulty=0.2)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    found = detector.detect(image)
+    assert found
+    box = (found[0].box.x, found[0].box.y, found[0].box.x2, found[0].box.y2)
+    (by_window,) = window.read([box], gray)
+    # the verifying read plus one per read scale, all by the window network
+    assert by_window.char_probs.shape == (1 + len(window.config.read_scales), 32, 37)
 
 
 def test_no_plates_in_an_empty_image(detector):
@@ -118,3 +161,8 @@ def test_missing_and_corrupt_models_are_named(tmp_path):
     (broken / "weights.weights.h5").write_bytes(b"not a weights file")
     with pytest.raises(ModelError, match="weights.weights.h5"):
         PlateDetector(broken, DetectorConfig())
+    no_reader = tmp_path / "no-reader"
+    shutil.copytree(MODEL, no_reader)
+    (no_reader / "reader.weights.h5").unlink()
+    with pytest.raises(ModelError, match="reader.weights.h5"):
+        PlateDetector(no_reader, DetectorConfig())

@@ -15,12 +15,16 @@ from train.fonts import available_fonts
 from train.gen import (
     NEGATIVE_KINDS,
     Backgrounds,
+    PlateSpec,
     builtin_background_dirs,
+    identical_glyphs,
     presence_label,
     random_plate_spec,
     render_plate,
+    sample_read_crop,
     sample_scene,
     sample_window,
+    spec_for_font,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,3 +164,46 @@ def test_centred_positives_frame_the_plate_like_the_reader_crop(fonts, backgroun
     for s in centred:
         x0, y0, x1, y1 = s.box
         assert abs((x0 + x1) / 2 - 64) <= 5 and abs((y0 + y1) / 2 - 32) <= 4
+
+
+def test_a_letter_drawn_exactly_as_a_digit_is_labelled_as_the_digit(fonts):
+    by_name = {f.name: str(f) for f in fonts}
+    # OSP-DIN and Bebas Neue share one glyph for O and 0; DejaVu Sans Mono slashes its zero
+    assert identical_glyphs(by_name["OSP-DIN.ttf"]) == {"O": "0"}
+    assert identical_glyphs(by_name["BebasNeue-Bold.otf"]) == {"O": "0"}
+    assert identical_glyphs(by_name["DejaVuSansMono-Bold.ttf"]) == {}
+    spec = PlateSpec("eu", ("BO", "1O0"), (" ",))
+    assert spec_for_font(spec, by_name["OSP-DIN.ttf"]).text == "B0100"
+    assert spec_for_font(spec, by_name["DejaVuSansMono-Bold.ttf"]) == spec
+
+
+def test_reader_crops_hold_the_plate_text_in_reading_order(fonts, backgrounds):
+    rng = np.random.default_rng(31)
+    for _ in range(30):
+        s = sample_read_crop(rng, backgrounds, fonts, difficulty=0.5)
+        assert s.image.shape == (32, 128) and s.image.dtype == np.uint8
+        assert 1 <= len(s.text) == len(s.char_x)
+        # the box errors are a few percent, and the crop's margins are wider than that
+        assert all(-2 <= x <= 130 for x in s.char_x), s.char_x
+        assert list(s.char_x) == sorted(s.char_x) or abs(s.char_x[0] - s.char_x[-1]) < 2
+        # a plate spans most of the crop: its first and last characters are far apart
+        if len(s.text) >= 4:
+            assert s.char_x[-1] - s.char_x[0] > 40
+
+
+def test_eu_plates_get_a_crest_instead_of_the_band_only_when_asked(fonts):
+    from train.gen import render_plate_with_chars
+
+    spec = PlateSpec("eu", ("RK", "248AH"), (" ",))
+
+    def left_edge_brightness(crest_fraction: float, seed: int) -> float:
+        canvas, corners, _ = render_plate_with_chars(spec, str(fonts[0]), 60, np.random.default_rng(seed),
+                                                     0.0, False, crest_fraction)
+        (x0, y0), (x1, y1) = corners[0].astype(int), corners[2].astype(int)
+        plate = canvas[y0:y1, x0:x1]
+        strip = plate[int(0.3 * plate.shape[0]): int(0.5 * plate.shape[0]), : int(0.04 * plate.shape[1])]
+        return float(strip.mean() / plate.mean())
+
+    # the blue band is dark against the plate; a crest leaves the plate's own colour around it
+    assert all(left_edge_brightness(0.0, seed) < 0.6 for seed in range(5))
+    assert all(left_edge_brightness(1.0, seed) > 0.8 for seed in range(5))

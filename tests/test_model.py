@@ -49,3 +49,11 @@ def test_twin_cells_are_the_windows_on_an_8_pixel_grid(net):
 def test_twin_shares_the_weights(net):
     window_vars = {id(v) for v in net.window_model.weights}
     assert all(id(v) in window_vars for v in net.detection_model.weights)
+
+
+def test_reader_reads_32_columns_of_a_32x128_crop():
+    from anprd.model import READER_H, READER_W, build_reader
+
+    reader = build_reader()
+    crops = np.random.default_rng(2).integers(0, 255, (3, READER_H, READER_W, 1)).astype(np.float32)
+    assert reader(crops, training=False)["text"].shape == (3, 32, 37)

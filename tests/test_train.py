@@ -67,3 +67,36 @@ def test_second_stage_starts_from_the_first_and_export_lists_both(tmp_path):
     stages = json.loads((out / "model.json").read_text())["stages"]
     assert [stage["seed"] for stage in stages] == [4, 5]
     assert [stage["steps"] for stage in stages] == [2, 2]
+
+
+def train_reader(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train.train_reader", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_reader_stops_resumes_and_joins_a_model_folder(tmp_path):
+    import shutil
+
+    run = tmp_path / "reader"
+    first = train_reader("--run", str(run), "--steps", "4", "--batch-size", "8", "--val-count", "16",
+                         "--val-every", "2", "--seed", "6", "--max-minutes", "0")
+    assert first.returncode == 0, first.stderr
+    assert json.loads((run / "state.json").read_text())["step"] == 1
+    resumed = train_reader("--run", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "state.json").read_text())["step"] == 4
+
+    out = tmp_path / "model"
+    refused = train_reader("--run", str(run), "--export", str(out))  # no detector there yet
+    assert refused.returncode != 0 and "model.json" in refused.stderr
+    shutil.copytree(REPO / "models" / "anprd-v4", out, ignore=shutil.ignore_patterns("reader.*"))
+    assert train_reader("--run", str(run), "--export", str(out)).returncode == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["reader"]["seed"] == 6 and meta["reader"]["steps_trained"] == 4
+    assert meta["stages"]  # the detector's own record is kept
+
+    from anprd.config.detector import DetectorConfig
+    from anprd.detector import PlateDetector
+
+    assert PlateDetector(out, DetectorConfig()).reader is not None
+    assert PlateDetector(out, DetectorConfig(reader="window")).reader is None

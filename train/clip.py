@@ -33,7 +33,14 @@ import numpy as np
 
 from anprd.tracker import normalized_edit_distance
 from train.fonts import available_fonts
-from train.gen import Backgrounds, PlateSpec, builtin_background_dirs, random_plate_spec, render_plate
+from train.gen import (
+    Backgrounds,
+    PlateSpec,
+    builtin_background_dirs,
+    random_plate_spec,
+    render_plate,
+    spec_for_font,
+)
 
 __all__ = [
     "DEFAULT_STREETS",
@@ -441,7 +448,8 @@ def _schedule_vehicles(specs: list[PlateSpec], fonts: list[Path], sceneries: lis
     start = int(rng.uniform(0.1, 0.6) * fps)
     while len(placed) < count and start < frames:
         i = len(placed)
-        spec, font = specs[i], str(fonts[int(rng.integers(len(fonts)))])
+        font = str(fonts[int(rng.integers(len(fonts)))])
+        spec = spec_for_font(specs[i], font)  # a letter the font draws as a digit is that digit
         chosen: Vehicle | None = None
         for attempt in range(40):
             begin = start + int((attempt // 4) * 0.2 * fps)  # crowded: try a little later

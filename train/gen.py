@@ -35,8 +35,11 @@ __all__ = [
     "Backgrounds",
     "PlateSpec",
     "WindowSample",
+    "ReadSample",
     "presence_label",
     "random_plate_spec",
+    "sample_read_crop",
+    "spec_for_font",
     "render_plate",
     "sample_window",
     "sample_scene",
@@ -48,6 +51,7 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NEGATIVE_KINDS = ("truncated", "too_small", "too_big", "absent")
+CREST_FRACTION = 0.3  # EU plates in training windows and reader crops drawn with a crest, not a band
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,6 +163,37 @@ def _glyph(char: str, font_path: str, size: int) -> np.ndarray:
     return np.asarray(im)
 
 
+# pairs a plate font may draw alike; the letter is replaced by the digit where the glyphs are identical
+CONFUSABLE_PAIRS = (("O", "0"), ("I", "1"), ("B", "8"), ("S", "5"), ("Z", "2"), ("D", "0"), ("Q", "0"))
+
+
+def _ink(char: str, font_path: str) -> np.ndarray:
+    """A glyph's inked area, cropped and resized to 24x32 in [0, 1], for comparing shapes."""
+    mask = _glyph(char, font_path, 64)
+    ys, xs = np.nonzero(mask > 64)
+    if len(xs) == 0:
+        return np.zeros((32, 24), np.float32)
+    ink = mask[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.float32) / 255
+    return cv2.resize(ink, (24, 32), interpolation=cv2.INTER_AREA)
+
+
+@lru_cache(maxsize=64)
+def identical_glyphs(font_path: str) -> dict[str, str]:
+    """Letters this font draws exactly as a digit (OSP-DIN and Bebas Neue share one glyph for O and
+    0), mapped to that digit. No reader can tell them apart, so the label must follow the glyph."""
+    return {letter: digit for letter, digit in CONFUSABLE_PAIRS
+            if np.abs(_ink(letter, font_path) - _ink(digit, font_path)).mean() < 0.01}
+
+
+def spec_for_font(spec: PlateSpec, font_path: str) -> PlateSpec:
+    """The plate as `font_path` will draw it: letters the font cannot tell from a digit become it."""
+    same = identical_glyphs(font_path)
+    if not same:
+        return spec
+    return PlateSpec(spec.family, tuple("".join(same.get(c, c) for c in g) for g in spec.groups),
+                     spec.separators)
+
+
 def _text_mask(text: str, font_path: str, size: int) -> np.ndarray:
     """White-on-black mask of `text`, glyphs from a cache (PIL text layout is the generator's hot spot)."""
     return _text_mask_and_centres(text, font_path, size)[0]
@@ -251,9 +286,15 @@ def render_plate(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.G
 
 
 def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: np.random.Generator,
-                            difficulty: float = 1.0, infrared: bool = False
+                            difficulty: float = 1.0, infrared: bool = False, crest_fraction: float = 0.0
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a plate, optionally inside a dark holder, and say where each character's centre is.
+
+    `crest_fraction` of EU plates get an older national design instead of the blue band: a coat of
+    arms outlined in the text colour, with the country code under it, on the plate's own colour
+    (Slovak plates until 2022 look like this). Readers taught only the band read the outlined shield
+    as a letter (V, U). With 0, no random number is drawn for it, so clips rendered before it keep
+    their pixels.
 
     Returns (canvas, plate_corners, char_centres): a float32 HxW luminance image, the plate rectangle's
     4 corners (x, y) in canvas pixels and an N x 2 array of the N characters' centres. The holder
@@ -284,7 +325,25 @@ def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: 
 
     left = int(plate_w * 0.03)
     top, bottom = int(plate_h * 0.12), int(plate_h * 0.88)
-    band = spec.family == "eu" or (spec.family == "uk" and rng.random() < 0.4)
+    crest = crest_fraction > 0 and spec.family == "eu" and rng.random() < crest_fraction
+    band = not crest and (spec.family == "eu" or (spec.family == "uk" and rng.random() < 0.4))
+    if crest:
+        crest_w = max(3, int(plate_w * rng.uniform(0.05, 0.08)))
+        cx0, cy0, ch = int(plate_w * 0.025), int(plate_h * rng.uniform(0.08, 0.16)), plate_h * 0.42
+        shield = np.array([[0, 0], [1, 0], [1, 0.6], [0.5, 1], [0, 0.6]]) * [crest_w, ch] + [cx0, cy0]
+        stroke = max(1, plate_h // 22)
+        cv2.polylines(plate, [shield.astype(np.int32)], True, float(text_lum), stroke)
+        if rng.random() < 0.6:  # a double cross or similar charge inside
+            mid = cx0 + crest_w // 2
+            cv2.line(plate, (mid, int(cy0 + ch * 0.15)), (mid, int(cy0 + ch * 0.8)), float(text_lum), stroke)
+            cv2.line(plate, (int(cx0 + crest_w * 0.25), int(cy0 + ch * 0.35)),
+                     (int(cx0 + crest_w * 0.75), int(cy0 + ch * 0.35)), float(text_lum), stroke)
+        code = str(rng.choice(EU_CODES))
+        code_mask = _text_mask(code, FONTS_FOR_SMALL_TEXT[0], 24)
+        code_h = max(2, int(plate_h * 0.22))
+        code_w = min(crest_w + 4, max(2, int(code_mask.shape[1] * code_h / code_mask.shape[0])))
+        _paint(plate, cv2.resize(code_mask, (code_w, code_h)), cx0, int(plate_h * 0.66), float(text_lum))
+        left = cx0 + max(crest_w, code_w) + int(plate_w * 0.02)
     if band:
         band_w = int(plate_w * rng.uniform(0.07, 0.1))
         band_lum = rng.uniform(30, 100)
@@ -596,11 +655,12 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
 
     spec = random_plate_spec(rng)
     font = str(fonts[rng.integers(len(fonts))])
+    spec = spec_for_font(spec, font)
     plate_seed = int(rng.integers(2**31))
 
     def draw(height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # same plate at any resolution
         return render_plate_with_chars(spec, font, height, np.random.default_rng(plate_seed), difficulty,
-                                       infrared)
+                                       infrared, CREST_FRACTION)
 
     canvas, corners, _ = draw(32)
     for _ in range(20):  # draw a pose whose size band exists (extreme yaw can make it empty)
@@ -668,6 +728,62 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
                         tuple(float(x) for x in char_x) if present else ())
 
 
+@dataclass(frozen=True)
+class ReadSample:
+    """One reader training crop: image (32x128 uint8), text and each character's centre x in it."""
+
+    image: np.ndarray
+    text: str
+    char_x: tuple[float, ...]
+
+
+def sample_read_crop(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
+                     difficulty: float = 1.0, plate_width: tuple[float, float] = (36, 300)) -> ReadSample:
+    """A plate as the detector hands it to the reader: posed and composited at its size in a camera
+    image (`plate_width` pixels wide), degraded there, then cut by `anprd.detector.reader_crop` around
+    a box with the detector's errors (edges off by a few percent, the box scaled as `read_scales` do)."""
+    from anprd.detector import reader_crop
+
+    spec = random_plate_spec(rng)
+    font = str(fonts[rng.integers(len(fonts))])
+    spec = spec_for_font(spec, font)
+    night = rng.random() < 0.15 * difficulty
+    infrared = night and rng.random() < 0.5
+    target_w = math.exp(rng.uniform(math.log(plate_width[0]), math.log(plate_width[1])))
+    aspect = {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family]
+    plate_seed = int(rng.integers(2**31))
+    canvas, corners, _ = render_plate_with_chars(spec, font, 32, np.random.default_rng(plate_seed),
+                                                 difficulty, infrared, CREST_FRACTION)
+    canvas_pts, plate_pts = _pose_points(corners, canvas.shape[1], canvas.shape[0], rng, difficulty)
+    scale = target_w / np.ptp(plate_pts[:, 0])
+    pw, ph = np.ptp(plate_pts[:, 0]) * scale, np.ptp(plate_pts[:, 1]) * scale
+    # the scene around the plate: room for the crop's margins and for box errors
+    scene_w, scene_h = int(pw * 1.6) + 8, int(ph * 2.2) + 8
+    scene = backgrounds.crop(scene_w, scene_h).astype(np.float32)
+    if infrared:
+        scene *= rng.uniform(0.2, 0.6)
+    offset = np.array([(scene_w - pw) / 2, (scene_h - ph) / 2], np.float32) - plate_pts.min(axis=0) * scale
+    canvas, _, char_centres = render_plate_with_chars(
+        spec, font, int(np.clip(target_w / aspect * 1.5, 10, 160)), np.random.default_rng(plate_seed),
+        difficulty, infrared, CREST_FRACTION)
+    src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
+                    [0, canvas.shape[0]]], np.float32)
+    matrix = cv2.getPerspectiveTransform(src, (canvas_pts * scale + offset).astype(np.float32))
+    warped = cv2.warpPerspective(canvas, matrix, (scene_w, scene_h), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (scene_w, scene_h), flags=cv2.INTER_LINEAR)
+    scene = _apply_camera(scene * (1 - alpha) + warped * alpha, rng, difficulty, night)
+
+    x0, y0 = plate_pts.min(axis=0) * scale + offset
+    x1, y1 = x0 + pw, y0 + ph
+    factor = rng.uniform(0.88, 1.12)  # read_scales, and boxes a little too big or small
+    cx, cy = (x0 + x1) / 2 + rng.normal(0, 0.02) * pw, (y0 + y1) / 2 + rng.normal(0, 0.05) * ph
+    half_w = pw / 2 * factor * math.exp(rng.normal(0, 0.03))
+    half_h = ph / 2 * factor * math.exp(rng.normal(0, 0.06))
+    crop, (left, _, sx, _) = reader_crop(scene, (cx - half_w, cy - half_h, cx + half_w, cy + half_h))
+    char_x = cv2.perspectiveTransform(char_centres[None].astype(np.float32), matrix)[0, :, 0]
+    return ReadSample(crop, spec.text, tuple(float((x - left) * sx) for x in char_x))
+
+
 # --------------------------------------------------------------------------------------------------
 # Whole scenes, for `anprd eval` on synthetic data
 # --------------------------------------------------------------------------------------------------
@@ -682,6 +798,7 @@ def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list
     for _ in range(int(rng.integers(1, max_plates + 1))):
         spec = random_plate_spec(rng)
         font = str(fonts[rng.integers(len(fonts))])
+        spec = spec_for_font(spec, font)
         target_w = math.exp(rng.uniform(math.log(plate_width[0]), math.log(plate_width[1])))
         plate_h_px = target_w / {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family]
         canvas, corners = render_plate(spec, font, int(np.clip(plate_h_px * 1.3, 10, 160)), rng,

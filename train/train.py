@@ -3,8 +3,9 @@
     python -m train.train --run runs/v1 --steps 5000 --seed 1 --backgrounds ../shared/data/streets
     python -m train.train --run runs/v1 --resume            # continue a stopped run
     python -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2  # stage 2
-    python -m train.train --run runs/v3 --init-from runs/v2 --steps 3500 --lr 1e-3 --seed 3  # stage 3
-    python -m train.train --run runs/v3 --export models/anprd-v3   # write the best weights + metadata
+    python -m train.train --run runs/v2 --export models/anprd-v4   # write the best weights + metadata
+
+The plate reader that joins the exported folder is trained by train.train_reader.
 
 Worker processes render batches into a queue. When they fall behind, the step re-uses a recent batch
 from a small ring buffer instead of waiting, so the 2 cores are never idle; how often that happened is
@@ -82,20 +83,25 @@ def generate_batches(n_samples: int, seed: int, backgrounds: list[str], difficul
 
 
 def _worker(worker_id: int, seed: int, backgrounds: list[str], batch_size: int, out: mp.Queue,
-            difficulty: mp.Value, stop: mp.Event) -> None:
+            difficulty: mp.Value, stop: mp.Event, task: str) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
 
     cv2.setNumThreads(1)
     from train.fonts import available_fonts
-    from train.gen import make_backgrounds, sample_window
+    from train.gen import make_backgrounds, sample_read_crop, sample_window
 
     rng = np.random.default_rng([seed, worker_id])
     fonts = available_fonts()
     bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng)
+    if task == "reader":
+        from train.train_reader import make_reader_batch
+
+        sample, batcher = sample_read_crop, make_reader_batch
+    else:
+        sample, batcher = sample_window, make_batch
     while not stop.is_set():
-        samples = [sample_window(rng, bgs, fonts, difficulty.value) for _ in range(batch_size)]
-        batch = make_batch(samples)
+        batch = batcher([sample(rng, bgs, fonts, difficulty.value) for _ in range(batch_size)])
         while not stop.is_set():
             try:
                 out.put(batch, timeout=0.5)
@@ -108,14 +114,14 @@ class BatchSource:
     """Fresh batches from workers when ready, else a recent one from the ring buffer."""
 
     def __init__(self, workers: int, seed: int, backgrounds: list[str], batch_size: int,
-                 ring_size: int = 48) -> None:
+                 ring_size: int = 48, task: str = "window") -> None:
         ctx = mp.get_context("spawn")  # never fork a process that has TensorFlow loaded
         self.queue: mp.Queue = ctx.Queue(maxsize=4)
         self.difficulty = ctx.Value("d", 0.0)
         self.stop_event = ctx.Event()
         self.procs = [ctx.Process(target=_worker, daemon=True,
                                   args=(i, seed, backgrounds, batch_size, self.queue, self.difficulty,
-                                        self.stop_event)) for i in range(workers)]
+                                        self.stop_event, task)) for i in range(workers)]
         for p in self.procs:
             p.start()
         self.ring: list[dict[str, np.ndarray]] = []
@@ -232,11 +238,10 @@ def build_training(net, total_steps: int, lr: float):
     return optimizer, train_step, predict
 
 
-def save_state(run: Path, net, optimizer, step: int, best: dict, name: str = "last") -> None:
-    import tensorflow as tf
-
+def save_state(run: Path, model, optimizer, step: int, best: dict, name: str = "last") -> None:
+    """Write `model`'s weights as `name`; "last" also keeps the optimizer and the step for --resume."""
     tmp = run / f"{name}.tmp.weights.h5"
-    net.window_model.save_weights(tmp)
+    model.save_weights(tmp)
     os.replace(tmp, run / f"{name}.weights.h5")
     if name == "last":
         opt_vars = {f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
@@ -244,7 +249,6 @@ def save_state(run: Path, net, optimizer, step: int, best: dict, name: str = "la
             np.savez(fh, **opt_vars)
         os.replace(run / "optimizer.tmp.npz", run / "optimizer.npz")
         (run / "state.json").write_text(json.dumps({"step": step, "best": best}, indent=1))
-    del tf
 
 
 def training_minutes(run: Path) -> float:
@@ -270,22 +274,12 @@ def training_stages(run: Path) -> list[dict]:
     return [stage]
 
 
-def export(run: Path, out_dir: Path) -> None:
-    """Copy the best weights and write the metadata the detector needs."""
-    import shutil
-
+def run_record(run: Path) -> dict:
+    """What made a run's best weights, for the exported model.json: network, command, seed, steps,
+    batch size, validation figures and set, backgrounds."""
     args = json.loads((run / "args.json").read_text())
     state = json.loads((run / "state.json").read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "best.weights.h5", out_dir / "weights.weights.h5")
-    meta = {
-        "format": "anprd-plate-net/1",
-        "alphabet": ALPHABET,
-        "blank_index": BLANK,
-        "max_length": MAX_LABEL,
-        "window": {"width": 128, "height": 64, "channels": 1},
-        "grid_stride": 8,
-        "text_columns": 32,
+    return {
         "net": args["net"],
         "command": args["command"],
         "seed": args["seed"],
@@ -295,28 +289,158 @@ def export(run: Path, out_dir: Path) -> None:
         "validation": state["best"],
         "validation_set": {"count": args["val_count"], "seed": args["val_seed"], "difficulty": 1.0},
         "backgrounds": args["backgrounds"],
+    }
+
+
+def export(run: Path, out_dir: Path) -> None:
+    """Copy the best weights and write the metadata the detector needs."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "best.weights.h5", out_dir / "weights.weights.h5")
+    record = run_record(run)
+    meta = {
+        "format": "anprd-plate-net/1",
+        "alphabet": ALPHABET,
+        "blank_index": BLANK,
+        "max_length": MAX_LABEL,
+        "window": {"width": 128, "height": 64, "channels": 1},
+        "grid_stride": 8,
+        "text_columns": 32,
+        **record,
         "stages": training_stages(run),
     }
     (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"exported {run / 'best.weights.h5'} -> {out_dir} (val {state['best']})")
+    print(f"exported {run / 'best.weights.h5'} -> {out_dir} (val {record['validation']})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n")[0])
+# --------------------------------------------------------------------------------------------------
+# The run: arguments, resume and the loop, shared with train.train_reader
+# --------------------------------------------------------------------------------------------------
+SAVED_ARGS = ("steps", "batch_size", "lr", "seed", "workers", "val_count", "val_seed", "val_every")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, steps: int, batch_size: int, lr: float, seed: int,
+                      val_seed: int, val_every: int) -> None:
+    """The options every training run has (folder, schedule, data, validation, resume, export)."""
     parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, logs)")
-    parser.add_argument("--steps", type=int, default=24000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument("--workers", type=int, default=1, help="generator processes")
     parser.add_argument("--backgrounds", type=Path, action="append", default=[],
                         help="extra background folders (the scikit-image photos are always used)")
     parser.add_argument("--val-count", type=int, default=2000)
-    parser.add_argument("--val-seed", type=int, default=990001)
-    parser.add_argument("--val-every", type=int, default=1000)
+    parser.add_argument("--val-seed", type=int, default=val_seed)
+    parser.add_argument("--val-every", type=int, default=val_every)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    parser.add_argument("--export", type=Path, help="only export the run's best weights to this folder")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+
+
+def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: dict,
+              extra: dict | None = None) -> dict:
+    """Create the run folder and its args.json, or on --resume reload the saved arguments into `args`.
+    Returns the saved arguments (the network's description is under "net")."""
+    run = args.run
+    if args.resume:
+        saved = json.loads((run / "args.json").read_text())
+        for key in SAVED_ARGS:
+            setattr(args, key, saved[key])
+        args.backgrounds = [Path(b) for b in saved["backgrounds"]]
+        return saved
+    run.mkdir(parents=True, exist_ok=True)
+    saved = {key: getattr(args, key) for key in SAVED_ARGS}
+    saved |= {"backgrounds": [str(b) for b in args.backgrounds], **(extra or {}), "net": net,
+              "command": f"python -m {prog} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
+    (run / "args.json").write_text(json.dumps(saved, indent=1))
+    return saved
+
+
+def restore(run: Path, model, optimizer) -> tuple[int, dict]:
+    """Load the last checkpoint's weights and optimizer state; returns (step, best metrics)."""
+    state = json.loads((run / "state.json").read_text())
+    model.load_weights(run / "last.weights.h5")
+    optimizer.build(model.trainable_variables)
+    saved_vars = np.load(run / "optimizer.npz")
+    for i, v in enumerate(optimizer.variables):
+        v.assign(saved_vars[f"v{i}"])
+    print(f"resumed {run} at step {state['step']}")
+    return state["step"], state["best"]
+
+
+def cached_validation(run: Path, make) -> dict[str, np.ndarray]:
+    """The run's fixed validation set: made once by `make()`, then read from run/val.npz."""
+    val_path = run / "val.npz"
+    if val_path.exists():
+        return dict(np.load(val_path))
+    val = make()
+    np.savez_compressed(val_path, **val)
+    return val
+
+
+def train_loop(args: argparse.Namespace, model, optimizer, source: BatchSource, step: int, best: dict,
+               train_on_batch, loss_names: list[str], evaluate_now, metric_names: list[str],
+               difficulty_at) -> None:
+    """Steps until args.steps, validating every args.val_every steps: a log.csv row, the "last"
+    checkpoint, and "best" when read accuracy did not fall. Stops with a checkpoint on Ctrl-C or
+    after args.max_minutes.
+
+    train_on_batch(batch) -> losses (in loss_names order); evaluate_now() -> metrics (metric_names,
+    "read_acc" among them); difficulty_at(step) -> the generator's degradation strength.
+    """
+    from tqdm import tqdm
+
+    run = args.run
+    log_path = run / "log.csv"
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")  # noqa: SIM115 (open for the whole run, closed in finally)
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "time", *loss_names, "difficulty", "fresh", *metric_names])
+    started = time.time()
+    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    losses: list[np.ndarray] = []
+    try:
+        while step < args.steps:
+            source.difficulty.value = difficulty_at(step)
+            losses.append(np.array([float(r) for r in train_on_batch(source.next())]))
+            step += 1
+            bar.update(1)
+            fresh = source.fresh / max(1, source.fresh + source.reused)
+            if step % 50 == 0:
+                mean = np.mean(losses[-50:], axis=0)
+                bar.set_postfix({**{name: f"{v:.3f}" for name, v in zip(loss_names, mean, strict=True)},
+                                 "fresh": f"{fresh:.2f}"})
+            stop_now = args.max_minutes is not None and time.time() - started > args.max_minutes * 60
+            if step % args.val_every == 0 or step == args.steps or stop_now:
+                metrics = evaluate_now()
+                mean = np.mean(losses[-args.val_every:], axis=0)
+                writer.writerow([step, round(time.time() - started), *np.round(mean, 4),
+                                 round(source.difficulty.value, 3), round(fresh, 3),
+                                 *(round(metrics[name], 4) for name in metric_names)])
+                log.flush()
+                bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                if metrics["read_acc"] >= best["read_acc"]:
+                    best = {**metrics, "step": step}
+                    save_state(run, model, optimizer, step, best, "best")
+                save_state(run, model, optimizer, step, best, "last")
+            if stop_now:
+                bar.write(f"stopping after {args.max_minutes} minutes; resume with --resume")
+                break
+    except KeyboardInterrupt:
+        save_state(run, model, optimizer, step, best, "last")
+        bar.write(f"interrupted at step {step}; checkpoint saved, resume with --resume")
+    finally:
+        bar.close()
+        source.close()
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n")[0])
+    add_run_arguments(parser, steps=24000, batch_size=128, lr=3e-3, seed=1, val_seed=990001, val_every=1000)
+    parser.add_argument("--export", type=Path, help="only export the run's best weights to this folder")
     parser.add_argument("--init-from", type=Path,
                         help="start from these weights (a run folder's best, or a .weights.h5 file) at full "
                              "difficulty: a second stage with a fresh learning-rate schedule")
@@ -329,32 +453,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: {args.run} already has a run; use --resume or another --run", file=sys.stderr)
         return 2
     import tensorflow as tf
-    from tqdm import tqdm
 
     from anprd.model import NetConfig, PlateNet
 
-    run = args.run
+    saved = start_run(args, "train.train", argv, NetConfig().to_json(),
+                      {"init_from": str(args.init_from) if args.init_from else None})
     if args.resume:
-        saved = json.loads((run / "args.json").read_text())
-        for key in ("steps", "batch_size", "lr", "seed", "workers", "val_count", "val_seed", "val_every"):
-            setattr(args, key, saved[key])
         args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
-        args.backgrounds = [Path(b) for b in saved["backgrounds"]]
-        net_config = NetConfig.from_json(saved["net"])
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-        net_config = NetConfig()
-        (run / "args.json").write_text(json.dumps({
-            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-            "workers": args.workers, "val_count": args.val_count, "val_seed": args.val_seed,
-            "val_every": args.val_every, "backgrounds": [str(b) for b in args.backgrounds],
-            "init_from": str(args.init_from) if args.init_from else None,
-            "net": net_config.to_json(),
-            "command": "python -m train.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        }, indent=1))
 
     tf.keras.utils.set_random_seed(args.seed)
-    net = PlateNet(net_config)
+    net = PlateNet(NetConfig.from_json(saved["net"]))
     optimizer, train_step, predict = build_training(net, args.steps, args.lr)
     step, best = 0, {"read_acc": -1.0}
     if args.init_from and not args.resume:
@@ -362,76 +470,29 @@ def main(argv: list[str] | None = None) -> int:
         net.window_model.load_weights(weights)
         print(f"initialised from {weights}")
     if args.resume:
-        state = json.loads((run / "state.json").read_text())
-        step, best = state["step"], state["best"]
-        net.window_model.load_weights(run / "last.weights.h5")
-        optimizer.build(net.window_model.trainable_variables)
-        saved_vars = np.load(run / "optimizer.npz")
-        for i, v in enumerate(optimizer.variables):
-            v.assign(saved_vars[f"v{i}"])
-        print(f"resumed {run} at step {step}")
+        step, best = restore(args.run, net.window_model, optimizer)
 
-    val_path = run / "val.npz"
-    if val_path.exists():
-        val = dict(np.load(val_path))
-    else:
+    def make_validation() -> dict[str, np.ndarray]:
         print(f"generating {args.val_count} validation windows (seed {args.val_seed})")
-        val = generate_batches(args.val_count, args.val_seed, [str(b) for b in args.backgrounds], 1.0)
-        np.savez_compressed(val_path, **val)
+        return generate_batches(args.val_count, args.val_seed, [str(b) for b in args.backgrounds], 1.0)
 
+    val = cached_validation(args.run, make_validation)
     source = BatchSource(args.workers, args.seed * 1000 + step, [str(b) for b in args.backgrounds],
                          args.batch_size)
-    log_path = run / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")  # noqa: SIM115 (open for the whole run, closed in finally)
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "time", "loss", "presence_loss", "ctc_loss", "column_loss", "box_loss",
-                         "difficulty",
-                         "fresh", "presence_acc", "presence_fp_at_0.99", "presence_recall_at_0.99",
-                         "read_acc", "char_acc"])
-    started = time.time()
-    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
-    losses: list[np.ndarray] = []
-    try:
-        while step < args.steps:
-            # The curriculum eases a fresh network in; a second stage starts where the first ended.
-            source.difficulty.value = 1.0 if args.init_from else min(1.0, step / (0.4 * args.steps))
-            b = source.next()
-            result = train_step(b["image"], b["present"], b["box"], b["labels"], b["label_len"], b["read"],
-                                b["columns"], b["columns_ok"])
-            losses.append(np.array([float(r) for r in result]))
-            step += 1
-            bar.update(1)
-            if step % 50 == 0:
-                mean = np.mean(losses[-50:], axis=0)
-                bar.set_postfix(loss=f"{mean[0]:.3f}", ctc=f"{mean[2]:.2f}", col=f"{mean[3]:.3f}",
-                                pres=f"{mean[1]:.3f}",
-                                fresh=f"{source.fresh / max(1, source.fresh + source.reused):.2f}")
-            stop_now = args.max_minutes is not None and time.time() - started > args.max_minutes * 60
-            if step % args.val_every == 0 or step == args.steps or stop_now:
-                metrics = evaluate(predict, val)
-                mean = np.mean(losses[-args.val_every:], axis=0)
-                writer.writerow([step, round(time.time() - started), *np.round(mean, 4),
-                                 round(source.difficulty.value, 3),
-                                 round(source.fresh / max(1, source.fresh + source.reused), 3),
-                                 *(round(v, 4) for v in metrics.values())])
-                log.flush()
-                bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-                if metrics["read_acc"] >= best["read_acc"]:
-                    best = {**metrics, "step": step}
-                    save_state(run, net, optimizer, step, best, "best")
-                save_state(run, net, optimizer, step, best, "last")
-            if stop_now:
-                bar.write(f"stopping after {args.max_minutes} minutes; resume with --resume")
-                break
-    except KeyboardInterrupt:
-        save_state(run, net, optimizer, step, best, "last")
-        bar.write(f"interrupted at step {step}; checkpoint saved, resume with --resume")
-    finally:
-        bar.close()
-        source.close()
-        log.close()
+
+    def train_on_batch(b: dict[str, np.ndarray]):
+        return train_step(b["image"], b["present"], b["box"], b["labels"], b["label_len"], b["read"],
+                          b["columns"], b["columns_ok"])
+
+    def difficulty_at(at: int) -> float:
+        # The curriculum eases a fresh network in; a second stage starts where the first ended.
+        return 1.0 if args.init_from else min(1.0, at / (0.4 * args.steps))
+
+    train_loop(args, net.window_model, optimizer, source, step, best, train_on_batch,
+               ["loss", "presence_loss", "ctc_loss", "column_loss", "box_loss"],
+               lambda: evaluate(predict, val),
+               ["presence_acc", "presence_fp_at_0.99", "presence_recall_at_0.99", "read_acc", "char_acc"],
+               difficulty_at)
     return 0
 
 
