@@ -41,8 +41,8 @@ train: setup
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
 		--val-every 1000 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --export models/anprd-v4
-	$(PY) -m train.train_reader --run runs/r1 --steps 4000 --seed 11 --val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r1 --export models/anprd-v4
+	$(PY) -m train.train_reader --run runs/r2 --steps 4000 --seed 12 --val-every 500 $(STREETS_OPT)
+	$(PY) -m train.train_reader --run runs/r2 --export models/anprd-v4
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup
