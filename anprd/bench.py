@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     boxes = [(100 + 40 * i, 200, 220 + 40 * i, 230) for i in range(16)]
     detector.read(boxes, gray)
     ms = _timed(lambda _: detector.read(boxes, gray), range(20))
-    print(f"read 16 plate crops (window model + beam search): {_summary(ms)}")
+    print("read 16 boxes (window-model verification; reader and beam search for those that pass): "
+          f"{_summary(ms)}")
     ms = _timed(lambda _: [read_crop_window(gray, b) for b in boxes], range(20))
     print(f"cut 16 crops: {_summary(ms)}")
     print(f"process max RSS after detection: {_rss_mb():.0f} MB")
