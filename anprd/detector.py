@@ -52,7 +52,7 @@ __all__ = ["ModelError", "PlateDetector", "pyramid_scales", "read_crop_window", 
 log = logging.getLogger(__name__)
 
 WINDOW_W, WINDOW_H = 128, 64
-READER_W, READER_H = 128, 32
+READER_W, READER_H = 128, 32  # anprd.model.READER_W/H; not imported from there, which loads Keras
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
 
 

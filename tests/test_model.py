@@ -57,3 +57,9 @@ def test_reader_reads_32_columns_of_a_32x128_crop():
     reader = build_reader()
     crops = np.random.default_rng(2).integers(0, 255, (3, READER_H, READER_W, 1)).astype(np.float32)
     assert reader(crops, training=False)["text"].shape == (3, 32, 37)
+
+
+def test_the_detector_cuts_crops_of_the_size_the_reader_takes():
+    from anprd import detector, model
+
+    assert (detector.READER_H, detector.READER_W) == (model.READER_H, model.READER_W)
