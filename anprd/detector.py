@@ -141,22 +141,25 @@ def reader_crop(gray: np.ndarray, box: tuple[float, float, float, float]
     h, w = gray.shape[:2]
     # sub-pixel exact: an affine map from the box to the crop, replicating the border outside the image
     sx, sy = READER_W / (right - left), READER_H / (bottom - top)
+    x_shift = y_shift = 0  # where the (possibly smoothed) patch below starts in the image
     if sx < 1 or sy < 1:  # shrinking: smooth first, as INTER_AREA would
         sigma_x, sigma_y = max(0.01, 0.5 / sx - 0.25), max(0.01, 0.5 / sy - 0.25)
         ix0, iy0 = max(0, int(left) - 4), max(0, int(top) - 4)
         ix1, iy1 = min(w, int(math.ceil(right)) + 4), min(h, int(math.ceil(bottom)) + 4)
         if ix1 > ix0 and iy1 > iy0:
-            patch = cv2.GaussianBlur(gray[iy0:iy1, ix0:ix1], (0, 0), sigmaX=sigma_x, sigmaY=sigma_y)
-            gray, left, right, top, bottom = patch, left - ix0, right - ix0, top - iy0, bottom - iy0
+            gray = cv2.GaussianBlur(gray[iy0:iy1, ix0:ix1], (0, 0), sigmaX=sigma_x, sigmaY=sigma_y)
             x_shift, y_shift = ix0, iy0
-        else:
-            x_shift = y_shift = 0
-    else:
-        x_shift = y_shift = 0
+            left, right, top, bottom = left - ix0, right - ix0, top - iy0, bottom - iy0
     matrix = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]], np.float32)
     crop = cv2.warpAffine(gray, matrix, (READER_W, READER_H), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
     return crop, (float(left + x_shift), float(top + y_shift), sx, sy)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Per-column CTC posteriors from the networks' logits, float32."""
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (probs / probs.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _scaled(box: Box, factor: float) -> tuple[float, float, float, float]:
@@ -481,22 +484,18 @@ class PlateDetector:
             out = self._read_fn(batch)
         presence = 1 / (1 + np.exp(-out["presence"].numpy()[:, 0]))
         box_frac = out["box"].numpy()
-        logits = out["text"].numpy()
-        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
+        probs = _softmax(out["text"].numpy())
         refined = []
         for (left, top, sx, sy), frac in zip(frames, box_frac, strict=True):
             fx0, fy0, fx1, fy1 = frac * [WINDOW_W, WINDOW_H, WINDOW_W, WINDOW_H]
             refined.append(Box(left + fx0 / sx, top + fy0 / sy, (fx1 - fx0) / sx, (fy1 - fy0) / sy))
-        return presence, refined, probs.astype(np.float32)
+        return presence, refined, probs
 
     def _reader_reads(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray) -> np.ndarray:
         """The plate reader on `reader_crop`s of `boxes`: (N, T, C) float32 CTC posteriors."""
         batch = np.stack([reader_crop(gray, b)[0] for b in boxes])[..., None].astype(np.float32)
         with self._tf.device(self.device):
-            logits = self.reader(batch).numpy()
-        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return (probs / probs.sum(axis=-1, keepdims=True)).astype(np.float32)
+            return _softmax(self.reader(batch).numpy())
 
     def _decode(self, reads: np.ndarray) -> tuple[str, float, tuple[Candidate, ...], str | None] | None:
         """Text, probability, candidates and pattern name from K reads (K, T, C) of one plate."""
