@@ -100,3 +100,22 @@ def test_reader_stops_resumes_and_joins_a_model_folder(tmp_path):
 
     assert PlateDetector(out, DetectorConfig()).reader is not None
     assert PlateDetector(out, DetectorConfig(reader="window")).reader is None
+
+
+def test_reader_second_stage_starts_from_the_first_and_export_lists_both(tmp_path):
+    import shutil
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    small = ["--batch-size", "8", "--val-count", "16", "--val-every", "2"]
+    assert train_reader("--run", str(first), "--steps", "2", "--seed", "7", *small).returncode == 0
+    staged = train_reader("--run", str(second), "--init-from", str(first), "--steps", "2", "--seed", "8", *small)
+    assert staged.returncode == 0, staged.stderr
+    assert "initialised from" in staged.stdout + staged.stderr
+    with open(second / "log.csv") as fh:
+        assert [float(row["difficulty"]) for row in csv.DictReader(fh)] == [1.0]  # no second curriculum
+
+    out = tmp_path / "model"
+    shutil.copytree(REPO / "models" / "anprd-v4", out, ignore=shutil.ignore_patterns("reader.*"))
+    assert train_reader("--run", str(second), "--export", str(out)).returncode == 0
+    stages = json.loads((out / "model.json").read_text())["reader"]["stages"]
+    assert [stage["seed"] for stage in stages] == [7, 8]

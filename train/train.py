@@ -336,6 +336,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, steps: int, batch_size: i
     parser.add_argument("--val-every", type=int, default=val_every)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--init-from", type=Path,
+                        help="start from these weights (a run folder's best, or a .weights.h5 file) at full "
+                             "difficulty: a second stage with a fresh learning-rate schedule")
+
+
+def initialise_from(model, init_from: Path) -> None:
+    """Load a previous stage's weights: a run folder's best, or a .weights.h5 file."""
+    weights = init_from / "best.weights.h5" if init_from.is_dir() else init_from
+    model.load_weights(weights)
+    print(f"initialised from {weights}")
 
 
 def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: dict,
@@ -441,9 +451,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n")[0])
     add_run_arguments(parser, steps=24000, batch_size=128, lr=3e-3, seed=1, val_seed=990001, val_every=1000)
     parser.add_argument("--export", type=Path, help="only export the run's best weights to this folder")
-    parser.add_argument("--init-from", type=Path,
-                        help="start from these weights (a run folder's best, or a .weights.h5 file) at full "
-                             "difficulty: a second stage with a fresh learning-rate schedule")
     args = parser.parse_args(argv)
 
     if args.export:
@@ -466,9 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     optimizer, train_step, predict = build_training(net, args.steps, args.lr)
     step, best = 0, {"read_acc": -1.0}
     if args.init_from and not args.resume:
-        weights = args.init_from / "best.weights.h5" if args.init_from.is_dir() else args.init_from
-        net.window_model.load_weights(weights)
-        print(f"initialised from {weights}")
+        initialise_from(net.window_model, args.init_from)
     if args.resume:
         step, best = restore(args.run, net.window_model, optimizer)
 

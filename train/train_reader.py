@@ -31,12 +31,14 @@ from train.train import (
     add_run_arguments,
     cached_validation,
     greedy_decode,
+    initialise_from,
     labels_to_text,
     restore,
     run_record,
     start_run,
     train_loop,
     training_minutes,
+    training_stages,
 )
 
 __all__ = ["main", "make_reader_batch"]
@@ -131,7 +133,7 @@ def export(run: Path, out_dir: Path) -> None:
     shutil.copyfile(run / "best.weights.h5", out_dir / "reader.weights.h5")
     meta = json.loads(meta_path.read_text())
     meta["reader"] = {"input": {"width": 128, "height": 32, "channels": 1}, "text_columns": READER_COLUMNS,
-                      **run_record(run), "minutes": training_minutes(run)}
+                      **run_record(run), "minutes": training_minutes(run), "stages": training_stages(run)}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"exported {run / 'best.weights.h5'} -> {out_dir / 'reader.weights.h5'} "
           f"(val {meta['reader']['validation']})")
@@ -153,11 +155,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from anprd.model import ReaderConfig, build_reader
 
-    saved = start_run(args, "train.train_reader", argv, ReaderConfig().to_json())
+    saved = start_run(args, "train.train_reader", argv, ReaderConfig().to_json(),
+                      {"init_from": str(args.init_from) if args.init_from else None})
+    if args.resume:
+        args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
     tf.keras.utils.set_random_seed(args.seed)
     model = build_reader(ReaderConfig.from_json(saved["net"]))
     optimizer, train_step, predict = build_training(model, args.steps, args.lr)
-    step, best = restore(args.run, model, optimizer) if args.resume else (0, {"read_acc": -1.0})
+    step, best = 0, {"read_acc": -1.0}
+    if args.init_from and not args.resume:
+        initialise_from(model, args.init_from)
+    if args.resume:
+        step, best = restore(args.run, model, optimizer)
 
     def make_validation() -> dict[str, np.ndarray]:
         print(f"generating {args.val_count} validation crops (seed {args.val_seed})")
@@ -169,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     train_loop(args, model, optimizer, source, step, best,
                lambda b: train_step(b["image"], b["labels"], b["label_len"], b["columns"], b["columns_ok"]),
                ["loss", "ctc_loss", "column_loss"], lambda: evaluate(predict, val), ["read_acc", "char_acc"],
-               lambda at: min(1.0, at / (0.4 * args.steps)))
+               # a second stage (--init-from) starts at full difficulty, as in train.train
+               lambda at: 1.0 if args.init_from else min(1.0, at / (0.4 * args.steps)))
     return 0
 
 
