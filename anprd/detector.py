@@ -9,12 +9,13 @@
    averaged over the group by score, fits the plate itself and scores far better on IoU.
 4. Each group is re-read by the window model on a crop centred on its box: that pass verifies
    presence and refines the box. The plate reader (`anprd.model.build_reader`, when the model folder
-   has one) then reads the refined box on tight crops scaled by `read_scales`; without a reader, the
-   window model's own read and its reads of the refined box at those scales are used. Each read's
-   beam search (optionally under plate patterns) proposes texts; a text's probability is its exact
-   CTC probability averaged over the reads, which gives the plate's text, its probability and the
-   top-N candidates. Several views of a plate misread the same character less often than one view
-   does (README, "Measured accuracy").
+   has readers) then reads the refined box on tight crops scaled by `read_scales`, each reader
+   reading each crop; without a reader, the window model's own read and its reads of the refined box
+   at those scales are used. Each read's beam search (optionally under plate patterns) proposes
+   texts; a text's score is the geometric mean of its exact CTC probabilities over the reads
+   (`anprd.ctc_fusion.views_log_likelihoods`), which gives the plate's text, its probability and the
+   top-N candidates. Several views and readers misread the same character less often than one does
+   (README, "Measured accuracy").
 
 With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run only inside the regions the HOG + linear SVM
 pre-filter proposes, and only at the pyramid levels that bring the plate widths a region's hits imply
@@ -40,7 +41,7 @@ import numpy as np
 
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
-from anprd.ctc_fusion import mixture_log_likelihoods
+from anprd.ctc_fusion import views_log_likelihoods
 from anprd.types import Box, Candidate, Detection
 
 if TYPE_CHECKING:
@@ -291,31 +292,38 @@ class PlateDetector:
             input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
         self._read_fn = tf.function(lambda x: self.net.window_model(x, training=False),
                                     input_signature=[tf.TensorSpec([None, 64, 128, 1], tf.float32)])
-        self.reader = self._load_reader(model_dir) if config.reader == "auto" else None
+        self.readers = self._load_readers(model_dir) if config.reader == "auto" else []
         log.info("model %s loaded on %s", model_dir, self.device)
 
-    def _load_reader(self, model_dir: Path):
-        """The model folder's plate reader as a tf.function on (N, 32, 128, 1) crops, or None."""
-        reader_meta = self.meta.get("reader")
-        if reader_meta is None:
-            return None
+    def _load_readers(self, model_dir: Path) -> list:
+        """The model folder's plate readers (model.json "readers"), each a tf.function on
+        (N, 32, 128, 1) crops; none for a folder without readers."""
+        meta_path = model_dir / "model.json"
+        records = self.meta.get("readers", [])
+        if not isinstance(records, list):
+            raise ModelError(f"{meta_path}: \"readers\" must be a list")
         from anprd.model import ReaderConfig, build_reader
 
-        weights = model_dir / "reader.weights.h5"
-        if not weights.is_file():
-            raise ModelError(f"{weights}: reader weights missing (model.json names a reader)")
-        with self._tf.device(self.device):
+        readers = []
+        for record in records:
             try:
-                model = build_reader(ReaderConfig.from_json(reader_meta["net"]))
-                model.load_weights(weights)
+                weights = model_dir / record["weights"]
+                config = ReaderConfig.from_json(record["net"])
             except (KeyError, TypeError) as exc:
-                raise ModelError(f"{model_dir / 'model.json'}: bad reader description ({exc})") from None
-            except Exception as exc:  # h5py/keras raise many types for a bad file
-                raise ModelError(f"{weights}: cannot load weights ({exc})") from None
-        log.info("plate reader %s loaded", weights)
-        return self._tf.function(lambda x: model(x, training=False)["text"],
-                                 input_signature=[self._tf.TensorSpec([None, READER_H, READER_W, 1],
-                                                                      self._tf.float32)])
+                raise ModelError(f"{meta_path}: bad reader description ({exc})") from None
+            if not weights.is_file():
+                raise ModelError(f"{weights}: reader weights missing (model.json names them)")
+            with self._tf.device(self.device):
+                model = build_reader(config)
+                try:
+                    model.load_weights(weights)
+                except Exception as exc:  # h5py/keras raise many types for a bad file
+                    raise ModelError(f"{weights}: cannot load weights ({exc})") from None
+            readers.append(self._tf.function(
+                lambda x, model=model: model(x, training=False)["text"],
+                input_signature=[self._tf.TensorSpec([None, READER_H, READER_W, 1], self._tf.float32)]))
+            log.info("plate reader %s loaded", weights)
+        return readers
 
     @classmethod
     def from_config(cls, config: DetectorConfig, base_dir: Path | None = None) -> PlateDetector:
@@ -446,11 +454,12 @@ class PlateDetector:
         kept = [i for i, box in enumerate(refined_boxes)
                 if presence[i] >= self.config.verify_threshold and box.w > 1 and box.h > 1]
         scales = self.config.read_scales
-        if kept and self.reader is not None:  # the plate reader reads the refined box at each scale
+        if kept and self.readers:  # each plate reader reads the refined box at each scale
             factors = scales or [1.0]
             views = [_scaled(refined_boxes[i], f) for i in kept for f in factors]
-            crops_read = self._reader_reads(views, gray)
-            reads = {i: crops_read[n * len(factors): (n + 1) * len(factors)] for n, i in enumerate(kept)}
+            crops_read = self._reader_reads(views, gray)  # (readers, views, T, C)
+            per_plate = crops_read.reshape(len(self.readers), len(kept), len(factors), *crops_read.shape[2:])
+            reads = {i: per_plate[:, n].reshape(-1, *crops_read.shape[2:]) for n, i in enumerate(kept)}
         else:  # the window network's read, and its second pass on the refined box at each scale
             reads = {i: first_reads[i][None] for i in kept}
             if kept and scales:
@@ -492,10 +501,10 @@ class PlateDetector:
         return presence, refined, probs
 
     def _reader_reads(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray) -> np.ndarray:
-        """The plate reader on `reader_crop`s of `boxes`: (N, T, C) float32 CTC posteriors."""
+        """Each plate reader on `reader_crop`s of `boxes`: (readers, N, T, C) float32 CTC posteriors."""
         batch = np.stack([reader_crop(gray, b)[0] for b in boxes])[..., None].astype(np.float32)
         with self._tf.device(self.device):
-            return _softmax(self.reader(batch).numpy())
+            return np.stack([_softmax(reader(batch).numpy()) for reader in self.readers])
 
     def _decode(self, reads: np.ndarray) -> tuple[str, float, tuple[Candidate, ...], str | None] | None:
         """Text, probability, candidates and pattern name from K reads (K, T, C) of one plate."""
@@ -510,7 +519,7 @@ class PlateDetector:
         texts = list(dict.fromkeys([*proposed, *fits]))
         if not texts:
             return None
-        log_likelihood = mixture_log_likelihoods(texts, reads)
+        log_likelihood = views_log_likelihoods(texts, reads)
         order = np.argsort(-log_likelihood, kind="stable")
         ranked = [(texts[i], math.exp(log_likelihood[i])) for i in order]
         text, confidence = ranked[0]

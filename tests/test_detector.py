@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from anprd.detector import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v4"
+MODEL = REPO / "models" / "anprd-v5"
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +89,15 @@ def test_detections_carry_candidates_and_posteriors(detector):
     det = detections[0]
     assert det.candidates and det.candidates[0].text == det.text
     assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:], strict=False))
-    # The plate reader reads the refined box once per read scale; a text's probability is the mean
-    # of its CTC probabilities under those reads, and candidates rank by it.
-    assert detector.reader is not None
-    reads = len(detector.config.read_scales)
+    # Each plate reader reads the refined box once per read scale; a text's probability is the
+    # geometric mean of its CTC probabilities under those reads, and candidates rank by it.
+    assert detector.readers
+    reads = len(detector.config.read_scales) * len(detector.readers)
     assert reads > 1 and det.char_probs.shape == (reads, 32, 37)
     np.testing.assert_allclose(det.char_probs.sum(axis=-1), 1.0, rtol=1e-4)
-    mixture = np.exp(ctc_log_likelihoods([c.text for c in det.candidates], det.char_probs)).mean(axis=0)
-    np.testing.assert_allclose([c.confidence for c in det.candidates], mixture, rtol=1e-3, atol=1e-6)
+    log_likelihoods = ctc_log_likelihoods([c.text for c in det.candidates], det.char_probs)
+    np.testing.assert_allclose([c.confidence for c in det.candidates], np.exp(log_likelihoods.mean(axis=0)),
+                               rtol=1e-3, atol=1e-6)
 
     single_pass = detector.config.model_copy(update={"read_scales": []})
     detector.config, config = single_pass, detector.config
@@ -129,7 +131,7 @@ def test_window_reader_reads_with_the_detection_network(detector):
     from train.gen import Backgrounds, builtin_background_dirs, sample_scene
 
     window = PlateDetector(MODEL, DetectorConfig(prefilter="none", reader="window"))
-    assert window.reader is None
+    assert window.readers == []
     rng = np.random.default_rng(7)
     image, _ = sample_scene(rng, Backgrounds(builtin_background_dirs(), rng), available_fonts(),
                             size=(480, 320), max_plates=1, plate_width=(110, 160), difficulty=0.2)
@@ -163,6 +165,7 @@ def test_missing_and_corrupt_models_are_named(tmp_path):
         PlateDetector(broken, DetectorConfig())
     no_reader = tmp_path / "no-reader"
     shutil.copytree(MODEL, no_reader)
-    (no_reader / "reader.weights.h5").unlink()
-    with pytest.raises(ModelError, match="reader.weights.h5"):
+    reader_file = json.loads((MODEL / "model.json").read_text())["readers"][-1]["weights"]
+    (no_reader / reader_file).unlink()
+    with pytest.raises(ModelError, match=reader_file):
         PlateDetector(no_reader, DetectorConfig())

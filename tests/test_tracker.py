@@ -512,6 +512,18 @@ def test_a_smaller_object_beside_a_plate_cannot_take_over_its_track() -> None:
         assert [r.reading.text for r in ended(updates)] == ["EUP110A"] * tracks
 
 
+def test_a_plate_whose_box_height_jumps_stays_one_track() -> None:
+    # The detector's box height is noisy: in some frames it takes in a row above the text and
+    # doubles, while the width stays. Those frames belong to the plate's track, not a new one.
+    frames = [[detection(100.0 + 4 * n, 300.0 - (12.0 if n % 4 == 3 else 0.0), "EUP110A",
+                         h=(40.0 if n % 4 == 3 else 18.0), w=90.0 + n)] for n in range(24)]
+    tracker = Tracker(TrackerConfig(same_plate_window_s=0))
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert len({track.track_id for u in updates for track in (*u.tracks, *u.tentative)}) == 1
+    assert [r.reading.text for r in ended(updates)] == ["EUP110A"]
+
+
 def test_an_object_never_read_with_confidence_gives_no_event() -> None:
     # A sign found in every frame and read as different junk, each reading near-certainly wrong:
     # fusion still ranks a string first, but nothing was ever read.

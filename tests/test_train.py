@@ -74,9 +74,17 @@ def train_reader(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def test_reader_stops_resumes_and_joins_a_model_folder(tmp_path):
+def copy_detector_only(out):
+    """The shipped model folder without its readers: what `train.train --export` writes."""
     import shutil
 
+    shutil.copytree(REPO / "models" / "anprd-v5", out, ignore=shutil.ignore_patterns("reader*"))
+    meta = json.loads((out / "model.json").read_text())
+    meta.pop("readers", None)
+    (out / "model.json").write_text(json.dumps(meta))
+
+
+def test_reader_stops_resumes_and_joins_a_model_folder(tmp_path):
     run = tmp_path / "reader"
     first = train_reader("--run", str(run), "--steps", "4", "--batch-size", "8", "--val-count", "16",
                          "--val-every", "2", "--seed", "6", "--max-minutes", "0")
@@ -89,33 +97,35 @@ def test_reader_stops_resumes_and_joins_a_model_folder(tmp_path):
     out = tmp_path / "model"
     refused = train_reader("--run", str(run), "--export", str(out))  # no detector there yet
     assert refused.returncode != 0 and "model.json" in refused.stderr
-    shutil.copytree(REPO / "models" / "anprd-v4", out, ignore=shutil.ignore_patterns("reader.*"))
+    copy_detector_only(out)
     assert train_reader("--run", str(run), "--export", str(out)).returncode == 0
     meta = json.loads((out / "model.json").read_text())
-    assert meta["reader"]["seed"] == 6 and meta["reader"]["steps_trained"] == 4
+    assert [(r["seed"], r["steps_trained"]) for r in meta["readers"]] == [(6, 4)]
     assert meta["stages"]  # the detector's own record is kept
+    assert train_reader("--run", str(run), "--export", str(out)).returncode == 0  # again: replaced, not added
+    assert len(json.loads((out / "model.json").read_text())["readers"]) == 1
 
     from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
 
-    assert PlateDetector(out, DetectorConfig()).reader is not None
-    assert PlateDetector(out, DetectorConfig(reader="window")).reader is None
+    assert len(PlateDetector(out, DetectorConfig()).readers) == 1
+    assert PlateDetector(out, DetectorConfig(reader="window")).readers == []
 
 
 def test_reader_second_stage_starts_from_the_first_and_export_lists_both(tmp_path):
-    import shutil
-
     first, second = tmp_path / "first", tmp_path / "second"
     small = ["--batch-size", "8", "--val-count", "16", "--val-every", "2"]
     assert train_reader("--run", str(first), "--steps", "2", "--seed", "7", *small).returncode == 0
-    staged = train_reader("--run", str(second), "--init-from", str(first), "--steps", "2", "--seed", "8", *small)
+    staged = train_reader("--run", str(second), "--init-from", str(first), "--steps", "2", "--seed", "8",
+                          *small)
     assert staged.returncode == 0, staged.stderr
     assert "initialised from" in staged.stdout + staged.stderr
     with open(second / "log.csv") as fh:
         assert [float(row["difficulty"]) for row in csv.DictReader(fh)] == [1.0]  # no second curriculum
 
     out = tmp_path / "model"
-    shutil.copytree(REPO / "models" / "anprd-v4", out, ignore=shutil.ignore_patterns("reader.*"))
+    copy_detector_only(out)
     assert train_reader("--run", str(second), "--export", str(out)).returncode == 0
-    stages = json.loads((out / "model.json").read_text())["reader"]["stages"]
-    assert [stage["seed"] for stage in stages] == [7, 8]
+    assert train_reader("--run", str(first), "--export", str(out)).returncode == 0
+    readers = json.loads((out / "model.json").read_text())["readers"]
+    assert [[stage["seed"] for stage in reader["stages"]] for reader in readers] == [[7, 8], [7]]

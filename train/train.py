@@ -3,7 +3,7 @@
     python -m train.train --run runs/v1 --steps 5000 --seed 1 --backgrounds ../shared/data/streets
     python -m train.train --run runs/v1 --resume            # continue a stopped run
     python -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2  # stage 2
-    python -m train.train --run runs/v2 --export models/anprd-v4   # write the best weights + metadata
+    python -m train.train --run runs/v2 --export models/anprd-v5   # write the best weights + metadata
 
 The plate reader that joins the exported folder is trained by train.train_reader.
 
@@ -16,6 +16,7 @@ of the steps. Validation runs on a fixed synthetic set (its own seed) and keeps 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import multiprocessing as mp
@@ -310,6 +311,8 @@ def export(run: Path, out_dir: Path) -> None:
         **record,
         "stages": training_stages(run),
     }
+    with contextlib.suppress(OSError, ValueError, KeyError):  # the folder's readers stay
+        meta["readers"] = json.loads((out_dir / "model.json").read_text())["readers"]
     (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"exported {run / 'best.weights.h5'} -> {out_dir} (val {record['validation']})")
 

@@ -2,7 +2,7 @@
 
     python -m train.train_reader --run runs/r1 --steps 4000 --seed 11 --backgrounds ../shared/data/streets
     python -m train.train_reader --run runs/r1 --resume                 # continue a stopped run
-    python -m train.train_reader --run runs/r1 --export models/anprd-v4  # add it to a detector's folder
+    python -m train.train_reader --run runs/r1 --export models/anprd-v5  # add it to a detector's folder
 
 The detector's window network reads text too, but in its 64x128 window a plate fills ~70% of the
 width, so an 8-character EU plate's letters are ~14 px tall and ~8 px wide. The reader sees the plate
@@ -123,20 +123,24 @@ def build_training(model, total_steps: int, lr: float):
 
 
 def export(run: Path, out_dir: Path) -> None:
-    """Copy the best reader weights into a detector model folder and describe them in its model.json."""
+    """Add the run's best reader weights to a detector model folder as `reader-<run>.weights.h5` and
+    list them under "readers" in its model.json; exporting a run again replaces its entry. The
+    detector reads each plate with every listed reader (`anprd.detector`)."""
     import shutil
 
     meta_path = out_dir / "model.json"
     if not meta_path.is_file():
         raise SystemExit(f"train_reader: {meta_path} not found; export the detector there first "
                          "(python -m train.train --run RUN --export DIR)")
-    shutil.copyfile(run / "best.weights.h5", out_dir / "reader.weights.h5")
+    name = f"reader-{run.name}.weights.h5"
+    shutil.copyfile(run / "best.weights.h5", out_dir / name)
     meta = json.loads(meta_path.read_text())
-    meta["reader"] = {"input": {"width": 128, "height": 32, "channels": 1}, "text_columns": READER_COLUMNS,
-                      **run_record(run), "minutes": training_minutes(run), "stages": training_stages(run)}
+    record = {"weights": name, "input": {"width": 128, "height": 32, "channels": 1},
+              "text_columns": READER_COLUMNS, **run_record(run), "minutes": training_minutes(run),
+              "stages": training_stages(run)}
+    meta["readers"] = [*(r for r in meta.get("readers", []) if r.get("weights") != name), record]
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"exported {run / 'best.weights.h5'} -> {out_dir / 'reader.weights.h5'} "
-          f"(val {meta['reader']['validation']})")
+    print(f"exported {run / 'best.weights.h5'} -> {out_dir / name} (val {record['validation']})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ __all__ = ["DetectorConfig"]
 
 
 class DetectorConfig(AnprdBaseModel):
-    model: str = Field("models/anprd-v4", description="Model folder (model.json + weights); relative "
+    model: str = Field("models/anprd-v5", description="Model folder (model.json + weights); relative "
                        "paths resolve against the config file, then the anprd install.")
     presence_threshold: float = Field(0.95, gt=0, lt=1, description="Window presence score for a hit "
                                       "(the seed used 0.99; README 'Measured accuracy' shows the "
@@ -32,13 +32,13 @@ class DetectorConfig(AnprdBaseModel):
                                   "is below this.")
     read_scales: list[float] = Field(default_factory=lambda: [0.9, 1.0, 1.1], description="Second "
                                      "reading pass: the refined plate box is read again on crops "
-                                     "scaled by these factors, and a text's probability is its mean "
-                                     "over all reads (more plates read right, ~1.5 ms per crop); [] "
-                                     "reads each plate once.")
+                                     "scaled by these factors (by each plate reader), and a text's "
+                                     "probability is its geometric mean over all reads (more plates "
+                                     "read right, ~1.5 ms per crop); [] reads each plate once.")
     reader: Literal["auto", "window"] = Field("auto", description="Who reads the text: 'auto' uses the "
-                                              "model's plate reader (a second network on a tight crop of "
+                                              "model's plate readers (second networks on a tight crop of "
                                               "each plate, README 'How it works') when the model folder "
-                                              "has one; 'window' reads with the detector's own window "
+                                              "has them; 'window' reads with the detector's own window "
                                               "network.")
     top_n: int = Field(5, ge=1, le=20, description="Candidates reported per plate.")
     patterns: dict[str, str] = Field(default_factory=dict, description="Named plate patterns, e.g. "
