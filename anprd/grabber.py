@@ -113,13 +113,16 @@ class _FfmpegOptionsEnv:
 
     OpenCV reads this process-wide variable while a VideoCapture opens, so opens that need
     different values must not overlap; opens that need the same value (the usual case: cameras
-    share defaults) run concurrently.
+    share defaults) run concurrently. When the last open ends the variable gets back its earlier
+    value: left at the stream options (`probesize` 32, `analyzeduration` 0), any later
+    VideoCapture in the process would read a 100-frame MJPG file as 99 frames.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._value: str | None = None
         self._users = 0
+        self._saved: str | None = None  # the variable's value before the first open began
 
     @contextmanager
     def set_to(self, value: str | None) -> Iterator[None]:
@@ -127,10 +130,8 @@ class _FfmpegOptionsEnv:
             while self._users and self._value != value:
                 self._condition.wait()
             if self._users == 0:
-                if value is None:
-                    os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
-                else:
-                    os.environ[_FFMPEG_OPTIONS_ENV] = value
+                self._saved = os.environ.get(_FFMPEG_OPTIONS_ENV)
+                self._put(value)
                 self._value = value
             self._users += 1
         try:
@@ -138,7 +139,16 @@ class _FfmpegOptionsEnv:
         finally:
             with self._condition:
                 self._users -= 1
+                if self._users == 0:
+                    self._put(self._saved)
                 self._condition.notify_all()
+
+    @staticmethod
+    def _put(value: str | None) -> None:
+        if value is None:
+            os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+        else:
+            os.environ[_FFMPEG_OPTIONS_ENV] = value
 
 
 _ffmpeg_options_env = _FfmpegOptionsEnv()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -244,6 +245,33 @@ def test_live_rtsp_stream_yields_frames(rtsp_server: str) -> None:
     while source.read(timeout=READ_TIMEOUT_S) is not None:
         pass
     assert source.done
+
+
+def test_stream_options_do_not_outlive_the_open(
+    rtsp_server: str, sample_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FFmpeg's stream options (probesize 32, no analysis) left in the process environment made a
+    # later VideoCapture of a file drop a frame; the open sets them and puts the old value back.
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "before")
+    source = open_source(live_camera(rtsp_server, queue_size=4))
+    try:
+        assert source.read(timeout=READ_TIMEOUT_S) is not None
+    finally:
+        assert source.stop()
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "before"
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+    source = open_source(live_camera(rtsp_server, queue_size=4))
+    try:
+        assert source.read(timeout=READ_TIMEOUT_S) is not None
+    finally:
+        assert source.stop()
+    assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
+    capture = cv2.VideoCapture(str(sample_video))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 30  # conftest's sample video
 
 
 def test_live_source_keeps_the_newest_frames_and_counts_drops(rtsp_server: str) -> None:

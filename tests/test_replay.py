@@ -84,9 +84,6 @@ def test_every_other_line_is_an_event_that_validates_against_the_schema(replayed
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
 
 
-@pytest.mark.xfail(strict=False, reason="open defect: under CPU load OpenCV's FFmpeg decoder sometimes "
-                   "yields 99 of the 100 frames of the mp4v clip (first frame not a keyframe); not yet "
-                   "root-caused")
 def test_annotated_video_has_every_frame(replayed) -> None:
     _, annotated = replayed
     capture = cv2.VideoCapture(str(annotated))
