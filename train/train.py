@@ -351,8 +351,7 @@ def initialise_from(model, init_from: Path) -> None:
     print(f"initialised from {weights}")
 
 
-def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: dict,
-              extra: dict | None = None) -> dict:
+def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: dict) -> dict:
     """Create the run folder and its args.json, or on --resume reload the saved arguments into `args`.
     Returns the saved arguments (the network's description is under "net")."""
     run = args.run
@@ -361,13 +360,25 @@ def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: 
         for key in SAVED_ARGS:
             setattr(args, key, saved[key])
         args.backgrounds = [Path(b) for b in saved["backgrounds"]]
+        args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
         return saved
     run.mkdir(parents=True, exist_ok=True)
     saved = {key: getattr(args, key) for key in SAVED_ARGS}
-    saved |= {"backgrounds": [str(b) for b in args.backgrounds], **(extra or {}), "net": net,
+    saved |= {"backgrounds": [str(b) for b in args.backgrounds],
+              "init_from": str(args.init_from) if args.init_from else None, "net": net,
               "command": f"python -m {prog} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
     (run / "args.json").write_text(json.dumps(saved, indent=1))
     return saved
+
+
+def starting_point(args: argparse.Namespace, model, optimizer) -> tuple[int, dict]:
+    """(step, best metrics) a run starts from: its last checkpoint on --resume, else step 0 from
+    the --init-from weights (if any) or from scratch."""
+    if args.resume:
+        return restore(args.run, model, optimizer)
+    if args.init_from:
+        initialise_from(model, args.init_from)
+    return 0, {"read_acc": -1.0}
 
 
 def restore(run: Path, model, optimizer) -> tuple[int, dict]:
@@ -466,19 +477,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from anprd.model import NetConfig, PlateNet
 
-    saved = start_run(args, "train.train", argv, NetConfig().to_json(),
-                      {"init_from": str(args.init_from) if args.init_from else None})
-    if args.resume:
-        args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
-
+    saved = start_run(args, "train.train", argv, NetConfig().to_json())
     tf.keras.utils.set_random_seed(args.seed)
     net = PlateNet(NetConfig.from_json(saved["net"]))
     optimizer, train_step, predict = build_training(net, args.steps, args.lr)
-    step, best = 0, {"read_acc": -1.0}
-    if args.init_from and not args.resume:
-        initialise_from(net.window_model, args.init_from)
-    if args.resume:
-        step, best = restore(args.run, net.window_model, optimizer)
+    step, best = starting_point(args, net.window_model, optimizer)
 
     def make_validation() -> dict[str, np.ndarray]:
         print(f"generating {args.val_count} validation windows (seed {args.val_seed})")

@@ -31,11 +31,10 @@ from train.train import (
     add_run_arguments,
     cached_validation,
     greedy_decode,
-    initialise_from,
     labels_to_text,
-    restore,
     run_record,
     start_run,
+    starting_point,
     train_loop,
     training_minutes,
     training_stages,
@@ -159,18 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from anprd.model import ReaderConfig, build_reader
 
-    saved = start_run(args, "train.train_reader", argv, ReaderConfig().to_json(),
-                      {"init_from": str(args.init_from) if args.init_from else None})
-    if args.resume:
-        args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
+    saved = start_run(args, "train.train_reader", argv, ReaderConfig().to_json())
     tf.keras.utils.set_random_seed(args.seed)
     model = build_reader(ReaderConfig.from_json(saved["net"]))
     optimizer, train_step, predict = build_training(model, args.steps, args.lr)
-    step, best = 0, {"read_acc": -1.0}
-    if args.init_from and not args.resume:
-        initialise_from(model, args.init_from)
-    if args.resume:
-        step, best = restore(args.run, model, optimizer)
+    step, best = starting_point(args, model, optimizer)
 
     def make_validation() -> dict[str, np.ndarray]:
         print(f"generating {args.val_count} validation crops (seed {args.val_seed})")
