@@ -41,6 +41,15 @@ def test_pyramid_brings_every_plate_width_into_the_window():
         assert min(abs(width * s / 128 - 0.7) for s in scales) < 0.2
 
 
+def test_default_pyramid_leaves_no_plate_width_between_levels():
+    # A window calls a plate present at 60-80% of its width; a step wider than 80/60 (the seed's
+    # sqrt 2) leaves widths that land outside that band at every level.
+    config = DetectorConfig()
+    scales = pyramid_scales(720, 1280, config)
+    for width in np.geomspace(config.min_plate_width, 500, 200):
+        assert any(0.6 < width * s / 128 < 0.8 for s in scales), width
+
+
 def test_pyramid_on_a_tiny_image_still_looks_once():
     assert len(pyramid_scales(40, 90, DetectorConfig())) == 1
 

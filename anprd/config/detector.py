@@ -15,21 +15,26 @@ __all__ = ["DetectorConfig"]
 class DetectorConfig(AnprdBaseModel):
     model: str = Field("models/anprd-v5", description="Model folder (model.json + weights); relative "
                        "paths resolve against the config file, then the anprd install.")
-    presence_threshold: float = Field(0.95, gt=0, lt=1, description="Window presence score for a hit "
-                                      "(the seed used 0.99; README 'Measured accuracy' shows the "
-                                      "trade-off).")
-    verify_threshold: float = Field(0.97, ge=0, lt=1, description="Presence score a grouped plate must "
+    presence_threshold: float = Field(0.8, gt=0, lt=1, description="Window presence score for a hit "
+                                      "(the seed used 0.99); hits only propose plates, verify_threshold "
+                                      "and min_confidence decide (README 'Measured accuracy').")
+    verify_threshold: float = Field(0.8, ge=0, lt=1, description="Presence score a grouped plate must "
                                     "keep when re-read on a crop centred on it, framed as in training; "
                                     "drops loose hits.")
     min_plate_width: float = Field(60, ge=16, description="Narrowest plate to find, in pixels; sets the "
                                    "largest pyramid scale (small values upsample the image and cost time).")
     max_plate_width: float = Field(640, ge=32, description="Widest plate to find, in pixels; sets the "
                                    "smallest pyramid scale.")
-    pyramid_step: float = Field(1.4142, gt=1.05, le=2.0, description="Scale factor between pyramid levels.")
+    pyramid_step: float = Field(1.26, gt=1.05, le=2.0, description="Scale factor between pyramid levels. "
+                                "A window counts a plate as present at 60-80% of its width (a 1.33x "
+                                "band), so steps above 1.33 (the seed's sqrt 2) leave plate widths that "
+                                "no level sees well; 1.26 = 2^(1/3).")
     group_iou: float = Field(0.3, gt=0, lt=1, description="Hits whose plate boxes overlap more than this "
                              "are one plate.")
-    min_confidence: float = Field(0.0, ge=0, le=1, description="Drop plates whose reading probability "
-                                  "is below this.")
+    min_confidence: float = Field(0.01, ge=0, le=1, description="Drop plates whose reading probability "
+                                  "is below this: windows that look like a plate but read as nothing "
+                                  "(grilles, signs, lamps) read at < 0.01, most plates above it; 0 "
+                                  "keeps every box, read or not (README 'Measured accuracy').")
     read_scales: list[float] = Field(default_factory=lambda: [0.9, 1.0, 1.1], description="Second "
                                      "reading pass: the refined plate box is read again on crops "
                                      "scaled by these factors (by each plate reader), and a text's "
