@@ -12,8 +12,9 @@ injected motion filter, ids per tracker instance. Each frame:
 3. confirmed tracks are assigned first (`scipy.optimize.linear_sum_assignment`), then tentative
    ones, so a one-frame false positive cannot steal a real plate;
 4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`);
-5. a detection left unmatched that lies on a plate matched in this frame (`duplicate_overlap`) is
-   a second reading of that plate and starts no track; a track whose matches mostly lay on a
+5. a detection left unmatched that lies on a plate matched in this frame (`duplicate_overlap`), or
+   on the predicted box of a confirmed plate missed in this frame, is a second reading of that
+   plate and starts no track; a track whose matches mostly lay on a
    larger plate matched in the same frame (a US state name tracked before its plate was found)
    is a fragment of it and is not reported.
 
@@ -330,6 +331,7 @@ class Tracker:
                 provisional.append(self._report(state))
 
         survivors: list[_TrackState] = []
+        coasting_boxes: list[Box] = []  # where confirmed plates missed in this frame are expected
         for row, state in enumerate(self._states):
             if row not in matched_rows:
                 state.track.misses += 1
@@ -340,6 +342,8 @@ class Tracker:
                 if lost:
                     self._end(state, EndReason.LOST, ended, suppressed)
                     continue
+                if state.confirmed:
+                    coasting_boxes.append(predicted[row])
             too_old = (
                 state.track.frames_seen > 0
                 and frame_time - state.track.first_seen >= config.max_age_s
@@ -352,9 +356,11 @@ class Tracker:
             survivors.append(state)
 
         # A second detection lying on a plate already matched this frame is the same plate read
-        # again (a window over part of it), not a new vehicle.
+        # again (a window over part of it), not a new vehicle. So is one lying where a confirmed
+        # plate missed in this frame is expected: a plate leaving the image at its edge is lost
+        # while its state name, still whole, is found.
         for column in free:
-            if self._lies_on_larger(detections[column].box, matched_boxes):
+            if self._lies_on_larger(detections[column].box, [*matched_boxes, *coasting_boxes]):
                 continue
             survivors.append(self._start(detections[column], frame_time, frame_number))
         self._states = survivors

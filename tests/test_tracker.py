@@ -492,6 +492,23 @@ def test_a_state_name_tracked_before_its_plate_gives_no_event() -> None:
     assert [r.reading.text for u in updates for r in u.suppressed] == ["MARYLAND"]
 
 
+def test_a_state_name_outliving_its_plate_at_the_image_edge_gives_no_event() -> None:
+    # The plate is tracked, then its state name is found on it too; the plate leaves the image at
+    # its edge and is no longer found, while the name, still whole, is found for three more
+    # frames where the plate's motion says the plate is.
+    frames = []
+    for n in range(15):
+        x = 700.0 + 6 * n
+        plate = [detection(x, 343.0, "71BHX3", w=125.0, h=60.0)] if n < 12 else []
+        band = [detection(x + 35, 345.0, "GEORGIA", w=52.0, h=15.0)] if n >= 3 else []
+        frames.append(plate + band)
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["71BHX3"]
+    assert not [r for u in updates for r in u.suppressed]
+
+
 def test_a_smaller_object_beside_a_plate_cannot_take_over_its_track() -> None:
     # The plate is missed for a few frames while an unread tail light shows beside it, within the
     # centre-distance gate; then the plate comes back where its motion says.

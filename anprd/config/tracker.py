@@ -81,7 +81,8 @@ class TrackerConfig(AnprdBaseModel):
         gt=0,
         le=1,
         description="An unmatched detection covering at least this fraction of its area (or of the "
-        "other's) of a plate matched in the same frame is a second reading of that plate, not a new "
+        "other's) of a plate matched in the same frame, or of where a confirmed plate missed in "
+        "this frame is expected, is a second reading of that plate, not a new "
         "track.",
     )
     text_min_confidence: float = Field(
