@@ -359,8 +359,9 @@ class Tracker:
         # again (a window over part of it), not a new vehicle. So is one lying where a confirmed
         # plate missed in this frame is expected: a plate leaving the image at its edge is lost
         # while its state name, still whole, is found.
+        plate_boxes = [*matched_boxes, *coasting_boxes]
         for column in free:
-            if self._lies_on_larger(detections[column].box, [*matched_boxes, *coasting_boxes]):
+            if self._lies_on_larger(detections[column].box, plate_boxes):
                 continue
             survivors.append(self._start(detections[column], frame_time, frame_number))
         self._states = survivors
