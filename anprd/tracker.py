@@ -14,7 +14,8 @@ injected motion filter, ids per tracker instance. Each frame:
 4. a track's text is the CTC fusion of its frames (`anprd.ctc_fusion.CandidateFusion`);
 5. a detection left unmatched that lies on a plate matched in this frame (`duplicate_overlap`), or
    on the predicted box of a confirmed plate missed in this frame, is a second reading of that
-   plate and starts no track; a track whose matches mostly lay on a
+   plate and starts no track (a plate's box counts with the text lines just above and below it,
+   `PLATE_LINE_MARGIN`); a track whose matches mostly lay on a
    larger plate matched in the same frame (a US state name tracked before its plate was found)
    is a fragment of it and is not reported.
 
@@ -165,6 +166,17 @@ def alpha_beta_factory(alpha: float, beta: float) -> MotionFilterFactory:
         return AlphaBetaFilter(box, time, alpha=alpha, beta=beta)
 
     return make
+
+
+# A plate's box as found can sit a fraction of its height off the plate (measured on clip 2: the box
+# of a US plate started below the state name printed above its characters), and US plates carry a
+# state name or slogan just above or below the registration: that band belongs to the plate too.
+PLATE_LINE_MARGIN = 0.25  # plate heights added above and below a plate's box
+
+
+def _with_text_lines(box: Box) -> Box:
+    """`box` grown by `PLATE_LINE_MARGIN` of its height above and below."""
+    return Box(box.x, box.y - PLATE_LINE_MARGIN * box.h, box.w, box.h * (1 + 2 * PLATE_LINE_MARGIN))
 
 
 def _overlap_of_smaller(first: Box, second: Box) -> float:
@@ -377,10 +389,11 @@ class Tracker:
         return self._snapshot(frame_time, frame_number, [], [], ended, suppressed)
 
     def _lies_on_larger(self, box: Box, others: Sequence[Box]) -> bool:
-        """`box` covers `duplicate_overlap` of itself with a larger box of `others`: part of that plate."""
+        """`box` covers `duplicate_overlap` of itself with a larger box of `others`, taken with the text
+        lines above and below its characters (`PLATE_LINE_MARGIN`): part of that plate."""
         return any(
             other.w * other.h > box.w * box.h
-            and _overlap_of_smaller(box, other) >= self._config.duplicate_overlap
+            and _overlap_of_smaller(box, _with_text_lines(other)) >= self._config.duplicate_overlap
             for other in others
         )
 

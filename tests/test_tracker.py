@@ -509,6 +509,32 @@ def test_a_state_name_outliving_its_plate_at_the_image_edge_gives_no_event() -> 
     assert not [r for u in updates for r in u.suppressed]
 
 
+def test_a_state_name_just_above_a_plate_box_that_sits_low_gives_no_event() -> None:
+    # Clip 2, frames 314-326, as the detector found them: the box of plate QEN5952 starts below the
+    # state name printed above its characters, so the name's box barely overlaps it. The plate leaves
+    # the image at its left edge at frame 324; the name is found in frames 318-325.
+    plate = {314: (88, 316, 119, 58), 315: (79, 318, 126, 58), 316: (73, 321, 123, 56),
+             317: (63, 321, 126, 62), 318: (55, 321, 129, 65), 319: (44, 323, 133, 67),
+             320: (34, 330, 135, 61), 321: (25, 333, 136, 62), 322: (17, 335, 141, 64),
+             323: (7, 337, 141, 67)}
+    name = {318: (97, 319, 47, 10), 319: (90, 320, 47, 10), 321: (73, 325, 47, 10),
+            322: (64, 327, 49, 11), 324: (32, 336, 50, 11), 325: (6, 342, 54, 12)}
+    frames = []
+    for n in range(300, 327):
+        found = []
+        if n in plate or n < 314:
+            x, y, w, h = plate.get(n, (88 + 6 * (314 - n), 316 - (314 - n) // 2, 119, 58))
+            found.append(detection(x, y, "QEN5952", w=w, h=h))
+        if n in name:
+            x, y, w, h = name[n]
+            found.append(detection(x, y, "ARIZONA", w=w, h=h))
+        frames.append(found)
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, frames, start=300)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["QEN5952"]
+
+
 def test_a_smaller_object_beside_a_plate_cannot_take_over_its_track() -> None:
     # The plate is missed for a few frames while an unread tail light shows beside it, within the
     # centre-distance gate; then the plate comes back where its motion says.

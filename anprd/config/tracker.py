@@ -83,7 +83,8 @@ class TrackerConfig(AnprdBaseModel):
         description="An unmatched detection covering at least this fraction of its area (or of the "
         "other's) of a plate matched in the same frame, or of where a confirmed plate missed in "
         "this frame is expected, is a second reading of that plate, not a new "
-        "track.",
+        "track. A plate's box counts with a quarter of its height above and below it, where US "
+        "state names and slogans are printed.",
     )
     text_min_confidence: float = Field(
         0.1,
