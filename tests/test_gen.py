@@ -207,3 +207,25 @@ def test_eu_plates_get_a_crest_instead_of_the_band_only_when_asked(fonts):
     # the blue band is dark against the plate; a crest leaves the plate's own colour around it
     assert all(left_edge_brightness(0.0, seed) < 0.6 for seed in range(5))
     assert all(left_edge_brightness(1.0, seed) > 0.8 for seed in range(5))
+
+
+def test_eu_emblems_include_two_stacked_stickers_and_us_emblems_do_not(fonts):
+    from train.gen import _text_mask_and_centres, _text_strip
+
+    font = str(fonts[0])
+
+    def gap_blobs(family: str, seed: int) -> list[tuple[int, int]]:
+        """(top, bottom) of each blob the emblem gap between the two groups holds."""
+        spec = PlateSpec(family, ("RK", "340"), ("emblem",))
+        strip, _ = _text_strip(spec, font, 48, np.random.default_rng(seed))
+        first = _text_mask_and_centres("RK", font, 48)[0].shape[1]
+        gap = strip[:, first: first + int(strip.shape[0] * 0.75)]
+        count, _, stats, _ = cv2.connectedComponentsWithStats((gap > 0).astype(np.uint8))
+        return [(int(s[cv2.CC_STAT_TOP]), int(s[cv2.CC_STAT_TOP] + s[cv2.CC_STAT_HEIGHT])) for s in stats[1:]]
+
+    eu = [gap_blobs("eu", seed) for seed in range(20)]
+    stacked = [b for b in eu if len(b) == 2]
+    # two discs, one wholly above the other; the rest are the single crest-like blob
+    assert 5 <= len(stacked) <= 19 and all(len(b) in (1, 2) for b in eu)
+    assert all(min(b)[1] <= max(b)[0] for b in stacked)
+    assert all(len(gap_blobs("us", seed)) == 1 for seed in range(20))

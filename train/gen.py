@@ -52,6 +52,7 @@ DIGITS = "0123456789"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NEGATIVE_KINDS = ("truncated", "too_small", "too_big", "absent")
 CREST_FRACTION = 0.3  # EU plates in training windows and reader crops drawn with a crest, not a band
+STACKED_STICKER_FRACTION = 0.6  # EU "emblem" gaps drawn as two stacked round stickers
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,6 +235,15 @@ def _text_strip(spec: PlateSpec, font_path: str, size: int, rng: np.random.Gener
                 gap[height // 2 - t: height // 2 + t, gap_w // 5: gap_w - gap_w // 5] = 255
             elif sep == "dot":
                 cv2.circle(gap, (gap_w // 2, height // 2), max(1, height // 10), 255, -1)
+            elif sep == "emblem" and spec.family == "eu" and rng.random() < STACKED_STICKER_FRACTION:
+                # two round stickers one above the other (registration and inspection seals on German,
+                # Czech, Slovak and Austrian plates): a reader must not take the pair for an 8 or a colon
+                cx = gap_w // 2
+                radius = max(1, int(height * rng.uniform(0.13, 0.21)))
+                for cy in (int(height * rng.uniform(0.22, 0.32)), int(height * rng.uniform(0.68, 0.78))):
+                    cv2.circle(gap, (cx, cy), radius, int(rng.integers(60, 230)), -1)
+                    if rng.random() < 0.5:
+                        cv2.circle(gap, (cx, cy), radius, 255, max(1, height // 20))
             elif sep == "emblem":  # a crest, sticker or state shape: an outlined blob in the gap
                 cx, cy = gap_w // 2, height // 2
                 axes = (max(2, int(gap_w * 0.38)), max(2, int(height * rng.uniform(0.25, 0.45))))
