@@ -229,3 +229,16 @@ def test_eu_emblems_include_two_stacked_stickers_and_us_emblems_do_not(fonts):
     assert 5 <= len(stacked) <= 19 and all(len(b) in (1, 2) for b in eu)
     assert all(min(b)[1] <= max(b)[0] for b in stacked)
     assert all(len(gap_blobs("us", seed)) == 1 for seed in range(20))
+
+
+def test_format_letters_draw_i_o_and_q_at_half_the_rate_of_other_letters() -> None:
+    from train.gen import _fill
+
+    rng = np.random.default_rng(5)
+    letters = _fill(rng, "L" * 60000)
+    rate = {c: letters.count(c) / len(letters) for c in "ABIOQZ"}
+    common = 1 / (23 + 3 * 0.5)
+    assert all(abs(rate[c] - common) < 0.15 * common for c in "ABZ"), rate
+    assert all(abs(rate[c] - common / 2) < 0.2 * common / 2 for c in "IOQ"), rate
+    anything = _fill(rng, "X" * 36000)  # vanity texts keep every symbol equally likely
+    assert abs(anything.count("O") / len(anything) - 1 / 36) < 0.2 / 36

@@ -53,6 +53,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NEGATIVE_KINDS = ("truncated", "too_small", "too_big", "absent")
 CREST_FRACTION = 0.3  # EU plates in training windows and reader crops drawn with a crest, not a band
 STACKED_STICKER_FRACTION = 0.6  # EU "emblem" gaps drawn as two stacked round stickers
+# I, O and Q look like 1 and 0, and many registration series leave them out of their letter positions
+# (France, Italy, Spain, the Netherlands, Czech series letters, UK random letters, many US states).
+# Others use them (Slovak district codes: NO, PO), so they are drawn at half the other letters' rate:
+# a reader's prior for a round glyph where a format allows a letter or a digit leans to the digit, as
+# on most real plates. Vanity texts ('X') keep every symbol equally likely.
+RARE_LETTERS, RARE_LETTER_WEIGHT = "IOQ", 0.5
+LETTER_P = np.array([RARE_LETTER_WEIGHT if c in RARE_LETTERS else 1.0 for c in LETTERS])
+LETTER_P /= LETTER_P.sum()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,11 +98,14 @@ class PlateSpec:
 
 
 def _fill(rng: np.random.Generator, pattern: str) -> str:
-    """'L' -> random letter, 'N' -> random digit, 'X' -> either."""
+    """'L' -> random letter (I, O, Q rarer: `LETTER_P`), 'N' -> random digit, 'X' -> any symbol."""
     out = []
     for p in pattern:
-        pool = LETTERS if p == "L" else DIGITS if p == "N" else ALPHABET
-        out.append(pool[rng.integers(len(pool))])
+        if p == "L":
+            out.append(LETTERS[rng.choice(len(LETTERS), p=LETTER_P)])
+        else:
+            pool = DIGITS if p == "N" else ALPHABET
+            out.append(pool[rng.integers(len(pool))])
     return "".join(out)
 
 
