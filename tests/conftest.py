@@ -237,13 +237,14 @@ def rtsp_server(rtsp_server_factory: Callable[..., RtspTestServer]) -> str:
 
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 4 s 640x360 clip with one passing car, and its truth CSV (train.clip); shared by the replay
-    and daemon tests, rendered once."""
+    """A 4 s 640x360 clip with passing cars (train.clip exits 1 when no plate fits), and its truth
+    CSV; shared by the replay and daemon tests, rendered once."""
     folder = tmp_path_factory.mktemp("clip")
     video, truth = folder / "clip.mp4", folder / "clip.truth.csv"
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "train.clip", "--seed", "5", "--seconds", "4", "--size", "640x360",
          "--out", str(video), "--truth", str(truth)],
-        check=True, capture_output=True, cwd=REPO_ROOT, timeout=300,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
+    assert result.returncode == 0, result.stderr
     return video, truth

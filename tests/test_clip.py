@@ -10,7 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
-from train.clip import main, remove_plates, render_clip
+from train.clip import (
+    _background_files,
+    _schedule_sceneries,
+    _schedule_vehicles,
+    _unique_specs,
+    main,
+    remove_plates,
+    render_clip,
+)
+from train.fonts import available_fonts
 
 SIZE = (640, 360)  # smallest size at which plates still reach the truth's 60 px
 SECONDS, FPS = 4.0, 25.0
@@ -77,6 +86,27 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     first, again, other = truth_for(5, "a"), truth_for(5, "b"), truth_for(6, "c")
     assert first == again
     assert first != other
+
+
+def test_a_vehicle_that_cannot_stop_in_a_small_frame_drives_through_and_blocks_no_other() -> None:
+    # One vehicle in ~10 is picked to stop; in a 640x360 frame its lane may never show the plate
+    # wide enough to stop at. It used to be refused on every try, and no vehicle after it was
+    # placed: a short clip came out with an empty truth file.
+    files, boxes = _background_files(None)
+    frames = int(6 * FPS)
+    for seed in range(8, 16):  # the old schedule placed nothing for seeds 10 and 13
+        rng = np.random.default_rng(seed)
+        sceneries = _schedule_sceneries(files, boxes, SIZE, frames, FPS, rng)
+        specs = _unique_specs(rng, 4)
+        placed = _schedule_vehicles(specs, available_fonts(), sceneries, SIZE, frames, FPS, rng, 60.0)
+        assert placed, f"seed {seed}: no vehicle placed in a 6 s clip"
+
+
+def test_a_clip_with_no_plate_in_it_is_an_error_not_an_empty_truth_file(tmp_path: Path, capsys) -> None:
+    argv = ["--seed", "1", "--out", str(tmp_path / "c.mp4"), "--seconds", "0.5", "--size", "640x360",
+            "--backgrounds", str(_builtin_dir())]
+    assert main(argv) == 1
+    assert "no vehicle's plate fits in 0.5 s at 640x360 (seed 1)" in capsys.readouterr().err
 
 
 def _street_folder(folder: Path, boxed: bool) -> tuple[Path, tuple[int, int, int, int]]:

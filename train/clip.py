@@ -330,9 +330,8 @@ def _plan_motion(v: Vehicle, lane: Lane, scenery: Scenery, size: tuple[int, int]
     stop_at = math.inf
     if stop_s > 0:  # stop where the plate is well readable, before it nears the frame edge
         low, high = max(min_width * 1.4, 0.45 * widest), 0.72 * widest
-        if low >= high:
-            return False
-        stop_at = rng.uniform(low, high)
+        if low < high:  # else this lane never shows the plate wide enough to stop at: drive through
+            stop_at = rng.uniform(low, high)
     stop_left = int(round(stop_s * fps))
     roll0, wobble = math.radians(rng.uniform(-1.8, 1.8)), math.radians(rng.uniform(0.2, 0.6))
     period, phase = rng.uniform(0.8, 1.6) * fps, rng.uniform(0, 2 * math.pi)
@@ -902,6 +901,10 @@ def main(argv: list[str] | None = None) -> int:
     if summary.bytes > BUNDLE_LIMIT_BYTES:
         print(f"train.clip: {summary.video} is over {BUNDLE_LIMIT_BYTES / 1e6:.0f} MB: too big to bundle",
               file=sys.stderr)
+    if not summary.rows and args.vehicles != 0:
+        print(f"train.clip: no vehicle's plate fits in {args.seconds:g} s at {args.size[0]}x{args.size[1]} "
+              f"(seed {args.seed}): try a longer clip, a larger size or another seed", file=sys.stderr)
+        return 1
     if args.vehicles is not None and len(summary.rows) < args.vehicles:
         print(f"train.clip: only {len(summary.rows)} of {args.vehicles} vehicles fit", file=sys.stderr)
     print(f"wrote {summary.video} ({summary.bytes / 1e6:.2f} MB, {summary.frames} frames, "
