@@ -7,7 +7,8 @@ injected motion filter, ids per tracker instance. Each frame:
 2. the cost of pairing track i with detection j is
    ``iou_weight * (1 - IoU) + distance_weight * d / max_center_distance + text_weight * e``, with d
    the centre distance in box sizes and e the normalised edit distance between the detection's
-   text and the track's text (when the detection's reading has at least `text_min_confidence`);
+   text and the track's texts (fused, and latest read with at least `text_min_confidence`; only
+   a detection read that well is compared);
    pairs beyond the distance, size (`max_size_ratio`) or text gate are impossible;
 3. confirmed tracks are assigned first (`scipy.optimize.linear_sum_assignment`), then tentative
    ones, so a one-frame false positive cannot steal a real plate;
@@ -17,7 +18,9 @@ injected motion filter, ids per tracker instance. Each frame:
    plate and starts no track (a plate's box counts with the text lines just above and below it,
    `PLATE_LINE_MARGIN`); a track whose matches mostly lay on a
    larger plate matched in the same frame (a US state name tracked before its plate was found)
-   is a fragment of it and is not reported.
+   is a fragment of it and is not reported, and so is an older track at most half the plate's
+   height (`TEXT_LINE_MAX_HEIGHT`) lying on a plate when that plate's track is confirmed, if that
+   track is a plate (the name was found whole while its plate was still entering the image).
 
 Lifetime rules:
 
@@ -32,7 +35,8 @@ Lifetime rules:
   in view for minutes gives one event, a different car taking its place still gives its own;
 - a track whose plate was reported by another track of this camera that was last seen at most
   `same_plate_window_s` before it started is the same passage (its track broke) and is not
-  reported again;
+  reported again; the passage then runs to the end of this piece, so a stopped car found on and
+  off gives one event however long it stands;
 - optionally, a *provisional* report is made once a confirmed track has
   `provisional_after_frames` matches.
 """
@@ -172,6 +176,9 @@ def alpha_beta_factory(alpha: float, beta: float) -> MotionFilterFactory:
 # of a US plate started below the state name printed above its characters), and US plates carry a
 # state name or slogan just above or below the registration: that band belongs to the plate too.
 PLATE_LINE_MARGIN = 0.25  # plate heights added above and below a plate's box
+# A line of a plate's text (state name, dealer) is well under half as tall as the plate's box; a
+# track as tall as the plate lying on it is another plate's (or the same plate's) track.
+TEXT_LINE_MAX_HEIGHT = 0.5
 
 
 def _with_text_lines(box: Box) -> Box:
@@ -249,6 +256,8 @@ class _TrackState:
     continuation_of: int | None = None
     patterns: dict[str, Counter[str]] = field(default_factory=dict)
     fragment_frames: int = 0  # matches that lay on a larger plate matched in the same frame
+    # the plate this track was found to be a line of when that plate's track was confirmed
+    text_line_of: _TrackState | None = None
 
     def texts(self) -> tuple[str, ...]:
         """The texts a new detection is compared with: fused and last read."""
@@ -333,14 +342,20 @@ class Tracker:
         ended: list[TrackReport] = []
         suppressed: list[TrackReport] = []
         matched_rows = {row for row, _ in pairs}
+        now_confirmed: list[_TrackState] = []
         for row, column in pairs:
             state = self._states[row]
             self._match(state, detections[column], frame_time, frame_number)
             if not state.confirmed and state.track.frames_seen >= config.min_frames:
                 state.confirmed = True
                 confirmed.append(self._report(state))
+                now_confirmed.append(state)
             if self._due_provisional(state):
                 provisional.append(self._report(state))
+        where = {id(state): state.track.box if row in matched_rows else predicted[row]
+                 for row, state in enumerate(self._states)}
+        for plate in now_confirmed:
+            self._absorb_earlier_text_lines(plate, where)
 
         survivors: list[_TrackState] = []
         coasting_boxes: list[Box] = []  # where confirmed plates missed in this frame are expected
@@ -375,7 +390,10 @@ class Tracker:
         for column in free:
             if self._lies_on_larger(detections[column].box, plate_boxes):
                 continue
-            survivors.append(self._start(detections[column], frame_time, frame_number))
+            started = self._start(detections[column], frame_time, frame_number)
+            if started.confirmed:  # min_frames 1
+                self._absorb_earlier_text_lines(started, where)
+            survivors.append(started)
         self._states = survivors
         return self._snapshot(frame_time, frame_number, confirmed, provisional, ended, suppressed)
 
@@ -387,6 +405,18 @@ class Tracker:
             self._end(state, EndReason.FLUSHED, ended, suppressed)
         self._states = []
         return self._snapshot(frame_time, frame_number, [], [], ended, suppressed)
+
+    def _absorb_earlier_text_lines(self, plate: _TrackState, where: dict[int, Box]) -> None:
+        """`plate` was just confirmed: an older, much shorter track lying on it now is a line of its
+        text found before the plate itself (a state name whole while its plate was still entering
+        the image), if `plate` turns out to be a plate. `where`: each live track's box in this
+        frame, matched or predicted."""
+        for other in self._states:
+            box = where[id(other)]
+            if (other is not plate and other.track.first_frame < plate.track.first_frame
+                    and box.h <= TEXT_LINE_MAX_HEIGHT * plate.track.box.h
+                    and self._lies_on_larger(box, [plate.track.box])):
+                other.text_line_of = plate
 
     def _lies_on_larger(self, box: Box, others: Sequence[Box]) -> bool:
         """`box` covers `duplicate_overlap` of itself with a larger box of `others`, taken with the text
@@ -558,10 +588,12 @@ class Tracker:
         state.track.frames_seen += 1
         state.fusion.add(detection)
         state.track.detections = state.fusion.detections
-        if detection.text:
+        if detection.text and detection.confidence >= self._config.text_min_confidence:
+            # only a read good enough to gate by may speak for the track: a garbled first read of
+            # a new plate matched to an old track would let that plate's clear reads through
             state.last_text = detection.text
-            if detection.pattern is not None:
-                state.patterns.setdefault(detection.text, Counter())[detection.pattern] += 1
+        if detection.text and detection.pattern is not None:
+            state.patterns.setdefault(detection.text, Counter())[detection.pattern] += 1
 
     def _already_reported(self, state: _TrackState, text: str) -> bool:
         return self._reported_on_line(state, text) or self._reported_recently(state, text)
@@ -576,7 +608,9 @@ class Tracker:
         one started: a vehicle whose track broke (a fast approach, a long occlusion). Exact text:
         two vehicles never carry one plate, while similar plates side by side are common."""
         window = self._config.same_plate_window_s
-        while self._recent_plates and self._recent_plates[0][1] < state.track.last_seen - window:
+        # No track that could still end started more than max_age_s before this one was last seen.
+        horizon = state.track.last_seen - self._config.max_age_s - window
+        while self._recent_plates and self._recent_plates[0][1] < horizon:
             self._recent_plates.popleft()
         return any(
             seen == text and state.track.first_seen - last_seen <= window
@@ -606,17 +640,29 @@ class Tracker:
             return  # tentative (false positive) or a continuation that never matched
         report = self._report(state, reason)
         text = report.reading.text
-        # Fusing many unreadable frames still ranks some string first: an object that was never
-        # once read with confidence (a sign, a grille) is not a plate to report.
-        read_once = any(d.confidence >= self._config.text_min_confidence for d in state.track.detections)
-        # A track that spent most of its life on a larger plate is a part of that plate.
-        fragment = 2 * state.fragment_frames > state.track.frames_seen
-        if (len(text) >= self._config.min_plate_length and read_once and not fragment
-                and not self._already_reported(state, text)):
+        plate = self._is_plate(state)
+        if plate and not self._already_reported(state, text):
             ended.append(report)
             self._recent_plates.append((text, state.track.last_seen))
         else:
             suppressed.append(report)
+            if plate and self._reported_recently(state, text):
+                # The passage goes on (a stopped car found on and off): a later piece of it is
+                # measured from this one.
+                self._recent_plates.append((text, state.track.last_seen))
+
+    def _is_plate(self, state: _TrackState) -> bool:
+        """Whether the track's fused reading is a plate to report, not yet asking whether it was."""
+        # Fusing many unreadable frames still ranks some string first: an object that was never
+        # once read with confidence (a sign, a grille) is not a plate to report.
+        read_once = any(d.confidence >= self._config.text_min_confidence for d in state.track.detections)
+        # A track that spent most of its life on a larger plate is a part of that plate, and so is
+        # one found to be a line of a plate's text (when that plate is one: a large box read as
+        # junk over a real plate does not make the plate its fragment).
+        fragment = 2 * state.fragment_frames > state.track.frames_seen or (
+            state.text_line_of is not None and self._is_plate(state.text_line_of))
+        long_enough = len(state.fusion.reading().text) >= self._config.min_plate_length
+        return long_enough and read_once and not fragment
 
     def _report(self, state: _TrackState, reason: EndReason | None = None) -> TrackReport:
         reading = state.fusion.reading()

@@ -535,6 +535,95 @@ def test_a_state_name_just_above_a_plate_box_that_sits_low_gives_no_event() -> N
     assert [r.reading.text for r in ended(updates)] == ["QEN5952"]
 
 
+def test_a_state_name_found_before_its_plate_enters_the_image_gives_no_event() -> None:
+    # Clip 2 (session 8), frames 736-780, as the detector found them: an overtaking car's plate
+    # G25442 enters the image at its left edge. Its state name, whole first, is found in frames
+    # 740-741, the plate from frame 743 on, and the name once more on the plate in frame 745.
+    plate = {743: (5, 311, 139, 74), 744: (16, 312, 135, 67), 745: (24, 310, 133, 64),
+             746: (33, 309, 130, 63), 747: (40, 306, 128, 63), 748: (49, 306, 125, 61),
+             749: (57, 303, 122, 61), 750: (64, 303, 122, 59), 751: (71, 301, 121, 58),
+             752: (79, 300, 116, 56), 753: (85, 297, 116, 59), 754: (91, 296, 114, 57)}
+    name = {740: (10, 322, 54, 18), 741: (31, 317, 53, 18), 745: (64, 310, 50, 15)}
+    frames = []
+    for n in range(736, 781):
+        found = []
+        if n >= 743:
+            x, y, w, h = plate.get(n, (91 + 6 * (n - 754), 296 - (n - 754) // 2, 114 - (n - 754), 57))
+            found.append(detection(x, y, "G25442", w=w, h=h))
+        if n in name:
+            x, y, w, h = name[n]
+            found.append(detection(x, y, "IDAHO", w=w, h=h))
+        frames.append(found)
+    for min_frames in (3, 1):  # the plate's track is confirmed a few frames on, or at once
+        tracker = Tracker(TrackerConfig(min_frames=min_frames))
+        updates = run(tracker, frames, start=736)
+        finish(tracker, updates)
+        assert [r.reading.text for r in ended(updates)] == ["G25442"], min_frames
+
+
+def test_a_large_unread_box_over_a_plate_does_not_make_the_plate_its_text_line() -> None:
+    # Bundled clip (session 8), frames 627-775: a box round a stopping car's rear, read as "C" at
+    # 0.01-0.13, was found over plate DMUHU759 in 53 frames from 641 on and confirmed at 656. The
+    # plate's older, shorter track lay on it then; it is still the plate to report. Plate boxes
+    # are the detector's at the key frames, interpolated between them.
+    keys = {627: (520, 264, 49, 12), 660: (562, 288, 72, 18), 690: (625, 325, 109, 28),
+            700: (637, 335, 115, 28), 755: (642, 336, 118, 30), 775: (767, 410, 190, 45)}
+    junk_frames = {641, 652, 653, 656, 661, 662, 673, 679, 682, 690, 691, 694, 695, *range(700, 720),
+                   722, 724, 730, 731, 734, 735, 739, 740, 741, 743, 745, *range(747, 756)}
+    key_frames = sorted(keys)
+    frames = []
+    for n in range(627, 776):
+        x, y, w, h = (float(np.interp(n, key_frames, [keys[k][i] for k in key_frames])) for i in range(4))
+        found = [detection(x, y, "DMUHU759", w=w, h=h)]
+        if n in junk_frames:  # the car's rear, as the detector boxed it round the plate
+            found.append(detection(x - 1.14 * w, y - 3.5 * h, "C", candidates=[("C", 0.05)],
+                                   w=3.27 * w, h=4.1 * h))
+        frames.append(found)
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, frames, start=627)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["DMUHU759"]
+
+
+def test_a_stopped_car_whose_plate_is_found_on_and_off_gives_one_event() -> None:
+    # Clip 3 (session 8): a car stopped with its plate ~100 px wide was found in bursts, its track
+    # breaking in every gap longer than max_misses. Each gap is shorter than same_plate_window_s,
+    # the whole stop longer, and the last burst is the longest.
+    bursts = [(0, 40), (70, 110), (140, 180), (210, 400)]
+    frames = [[detection(150.0, 290.0, "GIF1656")] if any(a <= n <= b for a, b in bursts) else []
+              for n in range(401)]
+    config = TrackerConfig()
+    assert config.max_misses < 30 < config.same_plate_window_s * FPS < 210
+    tracker = Tracker(config)
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["GIF1656"]
+    assert len([r for u in updates for r in u.suppressed]) == 3
+
+
+def test_a_low_confidence_read_cannot_hand_a_departing_plate_s_track_to_an_arriving_one() -> None:
+    # Clip 4 (session 8), frames 470-540 as the detector found them (every other frame): TPI1W
+    # pulls away to the left until frame 486; PNQ7643 appears 60 px to its right at frame 492,
+    # read at 0.06 (too low to gate by text), then read well. That first read used to become
+    # the old track's latest text, and the new plate's good reads then passed the text gate.
+    frames: list[list[Detection]] = []
+    for n in range(470, 541):
+        found = []
+        if n <= 486:
+            found.append(detection(586 - 1.4 * (n - 470), 291 - 0.9 * (n - 470), "TPI1W",
+                                   w=58 - 0.6 * (n - 470), h=14))
+        if n == 492:
+            found.append(detection(624, 280, "PNO7643", candidates=[("PNO7643", 0.064)], w=41, h=24))
+        elif n >= 495:
+            found.append(detection(626 + 1.7 * (n - 495), 282 + 0.5 * (n - 495), "PNQ7643",
+                                   candidates=[("PNQ7643", 0.6)], w=44 + 0.6 * (n - 495), h=24))
+        frames.append(found)
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, frames, start=470)
+    finish(tracker, updates)
+    assert sorted(r.reading.text for r in ended(updates)) == ["PNQ7643", "TPI1W"]
+
+
 def test_a_smaller_object_beside_a_plate_cannot_take_over_its_track() -> None:
     # The plate is missed for a few frames while an unread tail light shows beside it, within the
     # centre-distance gate; then the plate comes back where its motion says.

@@ -52,8 +52,9 @@ class TrackerConfig(AnprdBaseModel):
         5.0,
         ge=0,
         description="A new track that reads exactly the plate reported by a track last seen at most "
-        "this long before it started is the same passage (its track broke on a fast approach or an "
-        "occlusion): no second event. 0 disables.",
+        "this long before it started is the same passage (its track broke on a fast approach, an "
+        "occlusion or a stop): no second event; the passage is then measured from the new piece. "
+        "0 disables.",
     )
 
     # --- association ----------------------------------------------------------------------------
