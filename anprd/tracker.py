@@ -441,6 +441,7 @@ class Tracker:
             return []
         cost = self._cost(
             [predicted[row] for row in rows],
+            [self._states[row].track.box.w for row in rows],
             [self._states[row].texts() for row in rows],
             [detections[column] for column in columns],
         )
@@ -454,10 +455,12 @@ class Tracker:
     def _cost(
         self,
         boxes: Sequence[Box],
+        last_widths: Sequence[float],
         track_texts: Sequence[tuple[str, ...]],
         detections: Sequence[Detection],
     ) -> np.ndarray:
-        """(tracks x detections) association cost, `_IMPOSSIBLE` where gated."""
+        """(tracks x detections) association cost, `_IMPOSSIBLE` where gated. `boxes`: each track's
+        predicted box; `last_widths`: the width of its last matched box."""
         config = self._config
         tracks = np.array([[b.x, b.y, b.w, b.h] for b in boxes], dtype=np.float64)
         dets = np.array(
@@ -491,8 +494,17 @@ class Tracker:
         # wider box near a plate (a tail light, a sign) is another object. Width only: the
         # detector's box height jumps between frames of one plate (15 to 34 px for a 60-70 px
         # wide plate of the bundled clip, where a frame or two takes in a row above the text).
-        widths_t, widths_d = np.maximum(t[..., 2], _MIN_SIDE), np.maximum(d[..., 2], _MIN_SIDE)
-        ratio = np.maximum(widths_t / widths_d, widths_d / widths_t)
+        # Near either the predicted or the last matched width: one jumpy box gives the predicted
+        # width a velocity that a few missed frames blow up (clip 4: 99, 75, three misses, 79 px
+        # predicted as 48).
+        widths_d = np.maximum(d[..., 2], _MIN_SIDE)
+
+        def width_ratio(widths_t: np.ndarray) -> np.ndarray:
+            widths_t = np.maximum(widths_t, _MIN_SIDE)
+            return np.maximum(widths_t / widths_d, widths_d / widths_t)
+
+        last = np.asarray(last_widths, dtype=np.float64)[:, None]
+        ratio = np.minimum(width_ratio(t[..., 2]), width_ratio(last))
         near = (distance <= config.max_center_distance) & (ratio <= config.max_size_ratio)
         text = np.zeros_like(iou)
         text_gated = np.zeros(iou.shape, dtype=bool)

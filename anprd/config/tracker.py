@@ -68,7 +68,8 @@ class TrackerConfig(AnprdBaseModel):
         1.5,
         gt=1,
         description="Gate: largest factor by which a detection's box width may differ from the "
-        "track's predicted box; a tail light or a sign beside a plate cannot take over its track.",
+        "track's predicted box or its last matched box; a tail light or a sign beside a plate "
+        "cannot take over its track.",
     )
     max_text_distance: float = Field(
         0.6,
