@@ -653,15 +653,12 @@ class Tracker:
         report = self._report(state, reason)
         text = report.reading.text
         plate = self._is_plate(state)
-        if plate and not self._already_reported(state, text):
-            ended.append(report)
+        same_passage = plate and self._reported_recently(state, text)
+        reported = plate and not same_passage and not self._reported_on_line(state, text)
+        (ended if reported else suppressed).append(report)
+        if reported or same_passage:
+            # a later piece of this passage (a stopped car found on and off) is measured from here
             self._recent_plates.append((text, state.track.last_seen))
-        else:
-            suppressed.append(report)
-            if plate and self._reported_recently(state, text):
-                # The passage goes on (a stopped car found on and off): a later piece of it is
-                # measured from this one.
-                self._recent_plates.append((text, state.track.last_seen))
 
     def _is_plate(self, state: _TrackState) -> bool:
         """Whether the track's fused reading is a plate to report, not yet asking whether it was."""
