@@ -166,13 +166,27 @@ GLYPH_SIZES = (12, 16, 24, 32, 48, 64, 96, 128)
 
 @lru_cache(maxsize=8192)
 def _glyph(char: str, font_path: str, size: int) -> np.ndarray:
-    """One character's mask, its advance wide and cropped to the font's cap height (cached)."""
+    """One character's mask, as tall as the font's cap height and at least its advance wide (cached).
+
+    Ink outside the cap band (Q's tail in most fonts, J's hook below the baseline in some) is kept and
+    the glyph squeezed into the band, as plate typefaces draw them: cropped at the band, Q came out as
+    an O and J as an I, labelled Q and J.
+    """
     font = _font(font_path, size)
-    _, top, _, bottom = font.getbbox("0AHM")
+    _, cap_top, _, cap_bottom = font.getbbox("0AHM")
+    left, top, right, bottom = font.getbbox(char)
+    if right <= left or bottom <= top:  # no ink (a space)
+        left, top, right, bottom = 0, cap_top, 0, cap_bottom
+    top, bottom = min(top, cap_top), max(bottom, cap_bottom)
+    x0 = min(0, left)  # ink left of the pen position (a J's hook in some fonts)
     advance = max(1, int(round(font.getlength(char))))
-    im = Image.new("L", (advance + 2, bottom - top + 2), 0)
-    ImageDraw.Draw(im).text((1, 1 - top), char, font=font, fill=255)
-    return np.asarray(im)
+    im = Image.new("L", (max(advance, right) - x0 + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(im).text((1 - x0, 1 - top), char, font=font, fill=255)
+    mask = np.asarray(im)
+    band = cap_bottom - cap_top + 2
+    if mask.shape[0] != band:
+        mask = cv2.resize(mask, (mask.shape[1], band), interpolation=cv2.INTER_AREA)
+    return mask
 
 
 # pairs a plate font may draw alike; the letter is replaced by the digit where the glyphs are identical
