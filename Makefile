@@ -33,27 +33,17 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v6 (see README "Training"): two detector stages, then two plate readers of
-# three stages each; about 7 h 30 min on 2 idle cores. A stopped run continues with `--resume` on its
-# run folder; then run the lines after it by hand.
+# Reproduces models/anprd-v7 (see README "Training"): two detector stages (anprd-v6's), then one plate
+# reader run; about 3 h 5 min on session 10's 2 idle cores. A stopped run continues with `--resume`
+# on its run folder; then run the lines after it by hand.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
 		--val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train --run runs/v2 --export models/anprd-v6
-	$(PY) -m train.train_reader --run runs/r1 --steps 4000 --seed 11 --val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r1b --init-from runs/r1 --steps 3500 --lr 1e-3 --seed 14 \
-		--val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r1c --init-from runs/r1b --steps 4000 --lr 7e-4 --seed 15 \
-		--val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r1c --export models/anprd-v6
-	$(PY) -m train.train_reader --run runs/r2 --steps 4000 --seed 12 --val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r3 --init-from runs/r2 --steps 3500 --lr 1e-3 --seed 13 \
-		--val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r3b --init-from runs/r3 --steps 4000 --lr 7e-4 --seed 16 \
-		--val-every 500 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r3b --export models/anprd-v6
+	$(PY) -m train.train --run runs/v2 --export models/anprd-v7
+	$(PY) -m train.train_reader --run runs/r5 --steps 12000 --seed 31 --val-every 1000 $(STREETS_OPT)
+	$(PY) -m train.train_reader --run runs/r5 --export models/anprd-v7
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anprd.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=Path, default=STREETS if STREETS.is_dir() else None)
     parser.add_argument("--count", type=int, default=30)
-    parser.add_argument("--model", default="models/anprd-v6")
+    parser.add_argument("--model", default="models/anprd-v7")
     parser.add_argument("--prefilter-model", default="models/hog-v1")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -32,7 +32,7 @@ from anprd.ctc import normalise_plate
 from anprd.subscriber import EventSubscriber
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "anprd-v6"
+MODEL = REPO / "models" / "anprd-v7"
 SCHEMA_PATH = REPO / "schema" / "plate_event.schema.json"
 CLIP_FRAMES = 100  # --seconds 4 at 25 fps
 START_DEADLINE_S = 120.0  # TensorFlow import and model load on a busy 2-core machine

@@ -23,7 +23,7 @@ from anprd.detector import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v6"
+MODEL = REPO / "models" / "anprd-v7"
 
 
 @pytest.fixture(scope="module")

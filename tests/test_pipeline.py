@@ -16,7 +16,7 @@ from anprd.pipeline import CameraPipeline, apply_mask, mask_contours
 from anprd.types import Box, Detection, Frame, PlateEvent
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "anprd-v6"
+MODEL = REPO / "models" / "anprd-v7"
 
 
 def _detection(x: float, y: float, w: float = 40, h: float = 10, text: str = "AB12CDE") -> Detection:

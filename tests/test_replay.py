@@ -25,7 +25,7 @@ from anprd.replay import (
 from anprd.types import Box, PlateEvent
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "anprd-v6"
+MODEL = REPO / "models" / "anprd-v7"
 SCHEMA_PATH = REPO / "schema" / "plate_event.schema.json"
 # The contract of `--json`'s last line, written out rather than imported from the module under test.
 EXPECTED_SUMMARY_KEYS = {

@@ -78,7 +78,7 @@ def copy_detector_only(out):
     """The shipped model folder without its readers: what `train.train --export` writes."""
     import shutil
 
-    shutil.copytree(REPO / "models" / "anprd-v6", out, ignore=shutil.ignore_patterns("reader*"))
+    shutil.copytree(REPO / "models" / "anprd-v7", out, ignore=shutil.ignore_patterns("reader*"))
     meta = json.loads((out / "model.json").read_text())
     meta.pop("readers", None)
     (out / "model.json").write_text(json.dumps(meta))
