@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anprd.config.detector import DetectorConfig
+
 REPO = Path(__file__).resolve().parent.parent
 STREETS = REPO.parent / "shared" / "data" / "streets"
 CLIP = REPO / "samples" / "clip.mp4"
@@ -66,7 +68,6 @@ def _summary(ms: list[float]) -> str:
 
 def _bench_prefilter(args: argparse.Namespace, detector, frames: list[np.ndarray], what: str) -> None:
     """HOG proposals alone, then detection with and without the pre-filter, frame by frame in turn."""
-    from anprd.config.detector import DetectorConfig
     from anprd.detector import ModelError
 
     hog_config = DetectorConfig(model=args.model, prefilter="hog", prefilter_model=args.prefilter_model)
@@ -110,12 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anprd.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=Path, default=STREETS if STREETS.is_dir() else None)
     parser.add_argument("--count", type=int, default=30)
-    parser.add_argument("--model", default="models/anprd-v7")
+    parser.add_argument("--model", default=DetectorConfig().model)
     parser.add_argument("--prefilter-model", default="models/hog-v1")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector, read_crop_window
 
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")

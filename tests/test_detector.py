@@ -23,7 +23,7 @@ from anprd.detector import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v7"
+MODEL = REPO / DetectorConfig().model  # the shipped default model
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from anprd.detector import ModelError, PlateDetector
 from anprd.prefilter import HogPrefilter, merge_boxes
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO / "models" / "anprd-v7"
+MODEL = REPO / DetectorConfig().model  # the shipped default model
 HOG_MODEL = REPO / "models" / "hog-v1"
 
 

@@ -13,6 +13,7 @@ import cv2
 import jsonschema
 import pytest
 
+from anprd.config.detector import DetectorConfig
 from anprd.replay import (
     SUMMARY_KEYS,
     ReplayError,
@@ -25,7 +26,7 @@ from anprd.replay import (
 from anprd.types import Box, PlateEvent
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "anprd-v7"
+MODEL = REPO / DetectorConfig().model  # the shipped default model
 SCHEMA_PATH = REPO / "schema" / "plate_event.schema.json"
 # The contract of `--json`'s last line, written out rather than imported from the module under test.
 EXPECTED_SUMMARY_KEYS = {

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anprd.config.detector import DetectorConfig
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,6 @@ def test_stop_resume_and_export(tmp_path):
     assert meta["seed"] == 3 and meta["steps_trained"] == 6 and "--max-minutes" in meta["command"]
     assert {"read_acc", "char_acc", "presence_acc"} <= set(meta["validation"])
 
-    from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
 
     detector = PlateDetector(out, DetectorConfig())
@@ -78,7 +79,7 @@ def copy_detector_only(out):
     """The shipped model folder without its readers: what `train.train --export` writes."""
     import shutil
 
-    shutil.copytree(REPO / "models" / "anprd-v7", out, ignore=shutil.ignore_patterns("reader*"))
+    shutil.copytree(REPO / DetectorConfig().model, out, ignore=shutil.ignore_patterns("reader*"))
     meta = json.loads((out / "model.json").read_text())
     meta.pop("readers", None)
     (out / "model.json").write_text(json.dumps(meta))
@@ -105,7 +106,6 @@ def test_reader_stops_resumes_and_joins_a_model_folder(tmp_path):
     assert train_reader("--run", str(run), "--export", str(out)).returncode == 0  # again: replaced, not added
     assert len(json.loads((out / "model.json").read_text())["readers"]) == 1
 
-    from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
 
     assert len(PlateDetector(out, DetectorConfig()).readers) == 1
