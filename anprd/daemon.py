@@ -120,8 +120,8 @@ class _ReloadPlan:
 
 
 def _source_settings(camera: CameraConfig) -> dict[str, object]:
-    # Everything but the mask is read when a source opens; the mask only concerns the pipeline.
-    return camera.model_dump(exclude={"mask"})
+    # Everything but these is read when a source opens; these only concern the pipeline.
+    return camera.model_dump(exclude={"mask", "event_crop"})
 
 
 def _detector_needs_load(old: DetectorConfig, new: DetectorConfig, loaded_dir: Path, base_dir: Path) -> bool:

@@ -132,7 +132,8 @@ class CameraPipeline:
     Parameters
     ----------
     camera
-        The camera: its ``id`` names tracks and events, its ``mask`` polygons drop detections.
+        The camera: its ``id`` names tracks and events, its ``mask`` polygons drop detections,
+        and with ``event_crop`` each event carries a JPEG crop of its plate (most confident frame).
     detector
         Finds plates in a frame; may be shared by several pipelines on one thread.
     tracker_config
@@ -143,8 +144,6 @@ class CameraPipeline:
         Called with each event, in order, as soon as it is made.
     metrics
         When given: frames processed, inference time and active tracks are recorded.
-    include_crops
-        Attach a JPEG crop of each plate (its most confident frame) to its events.
     """
 
     def __init__(
@@ -155,8 +154,6 @@ class CameraPipeline:
         sequencer: EventSequencer,
         publish: Callable[[PlateEvent], None],
         metrics: Metrics | None = None,
-        *,
-        include_crops: bool = False,
     ) -> None:
         self._camera = camera
         self._contours = mask_contours(camera.mask)
@@ -164,7 +161,6 @@ class CameraPipeline:
         self._sequencer = sequencer
         self._publish = publish
         self._metrics = metrics
-        self._include_crops = include_crops
         self._tracker = Tracker(tracker_config, camera.id)
         self._emitter = EventEmitter(sequencer)
         self._best_crops: dict[int, _BestCrop] = {}
@@ -191,7 +187,7 @@ class CameraPipeline:
         return len(self._tracker.live_tracks)
 
     def set_camera(self, camera: CameraConfig) -> None:
-        """Take a new config of the same camera (a reload): only the mask matters here."""
+        """Take a new config of the same camera (a reload): its mask and event_crop matter here."""
         if camera.id != self._camera.id:
             raise ValueError(f"camera id cannot change ({self._camera.id!r} -> {camera.id!r})")
         self._camera = camera
@@ -213,7 +209,7 @@ class CameraPipeline:
         kept, dropped = apply_mask(found, self._contours)
         update = self._tracker.update(kept, frame.timestamp, frame.sequence)
         track_ids = self._track_ids(kept, update)
-        if self._include_crops:
+        if self._camera.event_crop:
             self._remember_crops(frame.image, kept, track_ids)
         events = self._emit(update)
         self._last_time, self._last_number = frame.timestamp, frame.sequence
@@ -285,7 +281,7 @@ class CameraPipeline:
         return jpegs
 
     def _emit(self, update: TrackerUpdate) -> tuple[PlateEvent, ...]:
-        crops = self._crop_jpegs(update) if self._include_crops else None
+        crops = self._crop_jpegs(update) if self._camera.event_crop else None
         events = tuple(self._emitter.events(update, crops))
         for event in events:
             self._publish(event)

@@ -9,6 +9,7 @@ how long anything took.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -28,11 +29,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from anprd.config.detector import DetectorConfig
 from anprd.ctc import normalise_plate
 from anprd.subscriber import EventSubscriber
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "anprd-v7"
+MODEL = REPO / DetectorConfig().model  # the shipped default model
 SCHEMA_PATH = REPO / "schema" / "plate_event.schema.json"
 CLIP_FRAMES = 100  # --seconds 4 at 25 fps
 START_DEADLINE_S = 120.0  # TensorFlow import and model load on a busy 2-core machine
@@ -280,7 +282,7 @@ def test_missing_model_is_one_line_and_exit_2(tmp_path: Path, clip: tuple[Path, 
 def test_run_notifies_serves_metrics_survives_a_bad_reload_and_exits_at_the_end_of_the_clip(
     daemon_factory: Callable[..., DaemonRun], clip: tuple[Path, Path], validator
 ) -> None:
-    run = daemon_factory([_file_camera(clip[0])])
+    run = daemon_factory([_file_camera(clip[0], event_crop=True)])
     run.start()
     run.wait_ready()
 
@@ -309,6 +311,8 @@ def test_run_notifies_serves_metrics_survives_a_bad_reload_and_exits_at_the_end_
     for event in run.events:
         validator.validate(event)
         assert event["camera_id"] == "gate"
+        crop = cv2.imdecode(np.frombuffer(base64.b64decode(event["crop_jpeg"]), np.uint8), cv2.IMREAD_COLOR)
+        assert crop is not None and crop.shape[0] >= 8 and crop.shape[1] > crop.shape[0]  # a plate: wide
     # log_plates is off: each event is logged with a salted hash in place of the plate.
     plate_lines = [line for line in run.stderr.splitlines() if "camera gate: plate " in line]
     assert len(plate_lines) == len(run.events)

@@ -16,15 +16,15 @@ from anprd.pipeline import CameraPipeline, apply_mask, mask_contours
 from anprd.types import Box, Detection, Frame, PlateEvent
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "anprd-v7"
+MODEL = REPO / DetectorConfig().model  # the shipped default model
 
 
 def _detection(x: float, y: float, w: float = 40, h: float = 10, text: str = "AB12CDE") -> Detection:
     return Detection(box=Box(x, y, w, h), presence=0.99, text=text, confidence=0.9)
 
 
-def _camera(mask: list[list[tuple[float, float]]] | None = None) -> CameraConfig:
-    return CameraConfig(id="gate", url="unused.mp4", mask=mask)
+def _camera(mask: list[list[tuple[float, float]]] | None = None, event_crop: bool = False) -> CameraConfig:
+    return CameraConfig(id="gate", url="unused.mp4", mask=mask, event_crop=event_crop)
 
 
 def test_mask_drops_detections_whose_centre_is_inside_a_polygon() -> None:
@@ -84,8 +84,7 @@ def test_pipeline_tracks_a_plate_and_flush_publishes_its_event_with_a_crop(
     image, expected = plate_scene
     published: list[PlateEvent] = []
     pipeline = CameraPipeline(
-        _camera(), detector, TrackerConfig(min_frames=3), EventSequencer(), published.append,
-        include_crops=True,
+        _camera(event_crop=True), detector, TrackerConfig(min_frames=3), EventSequencer(), published.append
     )
     results = [pipeline.process(frame) for frame in _frames(image, 3)]
     assert all(result.detections for result in results)

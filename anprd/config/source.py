@@ -157,6 +157,11 @@ class CameraConfig(AnprdBaseModel):
         None,
         description="Polygons (lists of `[x, y]` pixel points) where detections are ignored.",
     )
+    event_crop: bool = Field(
+        False,
+        description="Attach a JPEG crop of each plate (from its most confident frame) to its events "
+        "as `crop_jpeg`. Off by default: a crop is personal data, and adds a few kB to each event.",
+    )
 
     @field_validator("id", "url", mode="before")
     @classmethod
