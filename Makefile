@@ -34,7 +34,7 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
 # Reproduces models/anprd-v7 (see README "Training"): two detector stages (anprd-v6's), then one plate
-# reader run; an estimated 2 h 45 min on session 10's 2 idle cores (README "Training"). A stopped run continues with `--resume`
+# reader run; 2 h 37 min end to end on 2 cores in session 11 (README "Training"). A stopped run continues with `--resume`
 # on its run folder; then run the lines after it by hand.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
