@@ -70,7 +70,8 @@ def _bench_prefilter(args: argparse.Namespace, detector, frames: list[np.ndarray
     """HOG proposals alone, then detection with and without the pre-filter, frame by frame in turn."""
     from anprd.detector import ModelError
 
-    hog_config = DetectorConfig(model=args.model, prefilter="hog", prefilter_model=args.prefilter_model)
+    hog_config = DetectorConfig(model=args.model, prefilter="hog", prefilter_model=args.prefilter_model,
+                                prefilter_threshold=args.prefilter_threshold)
     try:
         prefiltered = type(detector).from_config(hog_config, REPO)
     except ModelError as exc:
@@ -78,14 +79,16 @@ def _bench_prefilter(args: argparse.Namespace, detector, frames: list[np.ndarray
         return
     prefilter = prefiltered.prefilter
     grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
-    regions = [len(prefilter.regions(g)) for g in grays]
+    threshold = args.prefilter_threshold  # passed as the detector's `detect` passes it
+    regions = [len(prefilter.regions(g, threshold)) for g in grays]
     wall, cpu = [], []
     for g in grays:
         start, start_cpu = time.perf_counter(), time.process_time()
-        prefilter.regions(g)
+        prefilter.regions(g, threshold)
         wall.append((time.perf_counter() - start) * 1000)
         cpu.append((time.process_time() - start_cpu) * 1000)
-    print(f"HOG pre-filter alone ({prefilter.model_dir.name}, step {prefilter.scale_step:g}) on {what}: "
+    print(f"HOG pre-filter alone ({prefilter.model_dir.name}, step {prefilter.scale_step:g}, threshold "
+          f"{threshold:g}) on {what}: "
           f"{_summary(wall)}; process CPU median {statistics.median(cpu):.0f} ms; regions per frame "
           f"median {statistics.median(regions):.0f}, mean {np.mean(regions):.1f}, max {max(regions)}")
     detector.config = DetectorConfig(model=args.model, prefilter="none")
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=Path, default=STREETS if STREETS.is_dir() else None)
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--model", default=DetectorConfig().model)
-    parser.add_argument("--prefilter-model", default="models/hog-v1")
+    parser.add_argument("--prefilter-model", default=DetectorConfig().prefilter_model)
+    parser.add_argument("--prefilter-threshold", type=float, default=DetectorConfig().prefilter_threshold)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -47,8 +47,8 @@ from anprd.types import Box, Candidate, Detection
 if TYPE_CHECKING:
     from anprd.prefilter import HogPrefilter, Region
 
-__all__ = ["ModelError", "PlateDetector", "pyramid_scales", "read_crop_window", "reader_crop",
-           "resolve_model_dir"]
+__all__ = ["ModelError", "PlateDetector", "level_crops", "pyramid_scales", "read_crop_window",
+           "reader_crop", "resolve_model_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,20 @@ def _region_crop(region: tuple[float, float, float, float], scale: float, height
             min(width, math.ceil(x1 + shift_x)), min(height, math.ceil(y1 + shift_y)))
 
 
+def level_crops(regions: list[Region], scale: float, height: int, width: int
+                ) -> list[tuple[int, int, int, int]]:
+    """The crops (x0, y0, x1, y1) the pyramid level at `scale` runs on: one per region whose plate
+    widths overlap the widths the level brings into the window's 60-80% band, each at least a window
+    plus two grid steps at that level (`_region_crop`).
+
+    Overlapping crops are not merged, although that would save CNN time (15-20% on 720p street
+    frames): each crop puts the level's 8-pixel grid and resampling at its own phase, and those
+    extra looks at a plate are worth plates (merged, `eu` recall fell from 94.4% to 88.0%)."""
+    band = (0.6 * WINDOW_W / scale, 0.8 * WINDOW_W / scale)
+    return [_region_crop(r.box, scale, height, width) for r in regions
+            if band[1] >= r.plate_widths[0] and band[0] <= r.plate_widths[1]]
+
+
 class PlateDetector:
     """Loads the model once and finds plates in images. Not thread-safe; one per inference worker.
 
@@ -364,19 +378,13 @@ class PlateDetector:
         return _top_hits(boxes, scores)
 
     def _region_hits(self, gray: np.ndarray, regions: list[Region]) -> _Hit:
-        """The presence grid inside pre-filter regions only. A level is run on a region when the plate
-        widths the region's hits imply overlap the widths the level brings into the 60-80% band; the
-        crops of one level are padded to one size and run as one batch."""
+        """The presence grid inside pre-filter regions only: each level runs on its `level_crops`,
+        padded to common sizes and run in batches."""
         h, w = gray.shape[:2]
         boxes, scores = [], []
         for scale in pyramid_scales(h, w, self.config):
-            band = (0.6 * WINDOW_W / scale, 0.8 * WINDOW_W / scale)  # plate widths this level sees
             crops = []
-            for region in regions:
-                lo, hi = region.plate_widths
-                if band[1] < lo or band[0] > hi:
-                    continue
-                x0, y0, x1, y1 = _region_crop(region.box, scale, h, w)
+            for x0, y0, x1, y1 in level_crops(regions, scale, h, w):
                 level = _resize(gray[y0:y1, x0:x1], scale)
                 if level.shape[0] >= WINDOW_H and level.shape[1] >= WINDOW_W:
                     crops.append((level, (float(x0), float(y0))))

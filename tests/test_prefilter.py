@@ -13,8 +13,8 @@ from generated_scenes import generated_scenes, score_detector
 
 from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
-from anprd.detector import ModelError, PlateDetector
-from anprd.prefilter import HogPrefilter, merge_boxes
+from anprd.detector import ModelError, PlateDetector, level_crops
+from anprd.prefilter import HogPrefilter, Region, merge_boxes
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / DetectorConfig().model  # the shipped default model
@@ -74,6 +74,19 @@ def test_proposals_cover_generated_plates_and_little_else(prefilter):
     # wrong box mapping) covers about none, and one that proposes everything covers the whole frame.
     assert covered / plates >= 0.7, (covered, plates)
     assert area / len(scenes) < 0.75, area / len(scenes)
+
+
+def test_each_level_runs_the_regions_whose_plate_widths_it_sees_on_crops_of_at_least_a_window():
+    near = [Region((100, 100, 180, 130), (60, 90), 1.0), Region((200, 110, 280, 140), (60, 90), 0.5)]
+    # At scale 1 plates of 77-102 px fill the window's 60-80%: each region gets a 144x80 crop
+    # (a window and two grid steps) centred on it, overlapping or not.
+    assert level_crops(near, 1.0, 720, 1280) == [(68, 75, 212, 155), (168, 85, 312, 165)]
+    assert level_crops(near, 0.5, 720, 1280) == []  # that level sees plates of 154-205 px
+    assert level_crops(near[:1], 1.25, 720, 1280) == [(82, 83, 198, 147)]  # 61-82 px: a 116x64 crop
+    edge = [Region((0, 0, 40, 20), (60, 90), 1.0)]
+    assert level_crops(edge, 1.0, 720, 1280) == [(0, 0, 144, 80)]  # moved inside the frame
+    large = [Region((10, 10, 400, 300), (60, 90), 1.0)]
+    assert level_crops(large, 1.0, 720, 1280) == [(10, 10, 400, 300)]  # already large enough
 
 
 def test_no_proposals_on_a_flat_image(prefilter):
