@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from anprd.prefilter import HogPrefilter, Region
 
 __all__ = ["ModelError", "PlateDetector", "level_crops", "pyramid_scales", "read_crop_window",
-           "reader_crop", "resolve_model_dir"]
+           "reader_crop", "resolve_model_dir", "whole_scan_scales"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,12 @@ def pyramid_scales(height: int, width: int, config: DetectorConfig) -> list[floa
     if not scales:  # image smaller than one window at every useful scale: look at it once, fitted
         scales.append(max(WINDOW_H / height, WINDOW_W / width))
     return scales
+
+
+def whole_scan_scales(scales: list[float], full_scan_width: float) -> list[float]:
+    """The pyramid levels scanned whole even with the pre-filter on: those whose every plate in the
+    window's 60-80% band is at least `full_scan_width` pixels wide."""
+    return [s for s in scales if 0.6 * WINDOW_W / s >= full_scan_width]
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:
@@ -204,6 +210,15 @@ def group_hits(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[np.nda
 class _Hit:
     boxes: np.ndarray  # N x 4 plate boxes (x0, y0, x1, y1) in image pixels
     scores: np.ndarray  # N presence probabilities
+
+
+def _group_proposals(hits: _Hit, iou: float) -> list[tuple[tuple[float, float, float, float], float]]:
+    """One proposal per group of overlapping hits (`group_hits`): the score-weighted mean plate box
+    and the group's best score."""
+    if len(hits.scores) == 0:
+        return []
+    return [(tuple(np.average(hits.boxes[g], axis=0, weights=hits.scores[g])), float(hits.scores[g].max()))
+            for g in group_hits(hits.boxes, hits.scores, iou)]
 
 
 def _empty_hits() -> _Hit:
@@ -365,9 +380,10 @@ class PlateDetector:
         boxes += [origin[0], origin[1], origin[0], origin[1]]
         return boxes, 1 / (1 + np.exp(-logits[rows, cols]))
 
-    def _grid_hits(self, gray: np.ndarray) -> _Hit:
+    def _grid_hits(self, gray: np.ndarray, scales: list[float]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The presence grid of whole pyramid levels: hit boxes and scores per level."""
         boxes, scores = [], []
-        for scale in pyramid_scales(*gray.shape[:2], self.config):
+        for scale in scales:
             level = _resize(gray, scale)
             with self._tf.device(self.device):
                 out = self._detect_fn(level[None, :, :, None].astype(np.float32))
@@ -375,14 +391,15 @@ class PlateDetector:
             if found is not None:
                 boxes.append(found[0])
                 scores.append(found[1])
-        return _top_hits(boxes, scores)
+        return boxes, scores
 
-    def _region_hits(self, gray: np.ndarray, regions: list[Region]) -> _Hit:
+    def _region_hits(self, gray: np.ndarray, regions: list[Region], scales: list[float]
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The presence grid inside pre-filter regions only: each level runs on its `level_crops`,
         padded to common sizes and run in batches."""
         h, w = gray.shape[:2]
         boxes, scores = [], []
-        for scale in pyramid_scales(h, w, self.config):
+        for scale in scales:
             crops = []
             for x0, y0, x1, y1 in level_crops(regions, scale, h, w):
                 level = _resize(gray[y0:y1, x0:x1], scale)
@@ -399,7 +416,7 @@ class PlateDetector:
                     if found is not None:
                         boxes.append(found[0])
                         scores.append(found[1])
-        return _top_hits(boxes, scores)
+        return boxes, scores
 
     @staticmethod
     def _batches(crops: list[tuple[np.ndarray, tuple[float, float]]]
@@ -439,19 +456,25 @@ class PlateDetector:
             raise ValueError("expected an 8-bit grayscale or BGR image of at least 8x8 pixels")
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         prefilter = self._active_prefilter()
+        scales = pyramid_scales(*gray.shape[:2], self.config)
         if prefilter is None:
             self.last_regions = 0
-            hits = self._grid_hits(gray)
+            hit_sets = [self._grid_hits(gray, scales)]
         else:
             regions = prefilter.regions(gray, self.config.prefilter_threshold)
             self.last_regions = len(regions)
-            hits = self._region_hits(gray, regions) if regions else _empty_hits()
-        if len(hits.scores) == 0:
-            return []
-        groups = group_hits(hits.boxes, hits.scores, self.config.group_iou)
-        proposals = [(np.average(hits.boxes[g], axis=0, weights=hits.scores[g]), float(hits.scores[g].max()))
-                     for g in groups]
-        return self.read([tuple(b) for b, _ in proposals], gray, [s for _, s in proposals])
+            # The levels for wide plates are small images, so scanning them whole is cheap, and it finds
+            # the large tilted plates the HOG template misses. Regions still run at every level: a
+            # crop's own grid phase finds plates the whole level's grid misses. The two sets of hits
+            # are grouped apart, or a loose box from a coarse level chains into a plate's group and
+            # drags its averaged box off the plate (seen on `eu`); read() merges what both find.
+            whole = whole_scan_scales(scales, self.config.prefilter_full_scan_width)
+            hit_sets = [self._grid_hits(gray, whole)]
+            if regions:
+                hit_sets.append(self._region_hits(gray, regions, scales))
+        proposals = [p for boxes, scores in hit_sets for p in _group_proposals(_top_hits(boxes, scores),
+                                                                               self.config.group_iou)]
+        return self.read([b for b, _ in proposals], gray, [s for _, s in proposals])
 
     def read(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray,
              scores: list[float] | None = None) -> list[Detection]:

@@ -13,7 +13,7 @@ from generated_scenes import generated_scenes, score_detector
 
 from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
-from anprd.detector import ModelError, PlateDetector, level_crops
+from anprd.detector import ModelError, PlateDetector, level_crops, pyramid_scales, whole_scan_scales
 from anprd.prefilter import HogPrefilter, Region, merge_boxes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,9 +106,38 @@ def test_detector_with_prefilter_finds_and_reads_plates(detector):
     assert score.false_positives <= score.plates // 4
 
 
-def test_no_proposal_means_no_cnn_work(detector):
+def test_a_flat_image_gives_no_region_and_no_plate(detector):
     assert detector.detect(np.full((360, 640, 3), 128, np.uint8)) == []
     assert detector.last_regions == 0
+
+
+def test_only_the_levels_for_plates_at_least_the_full_scan_width_are_scanned_whole():
+    scales = pyramid_scales(720, 1280, DetectorConfig())
+    whole = whole_scan_scales(scales, 150)
+    # A level at scale s brings plates of 0.6 * 128 / s to 0.8 * 128 / s pixels into the window.
+    assert whole == [s for s in scales if 76.8 / s >= 150] and 0 < len(whole) < len(scales)
+    assert whole == scales[len(scales) - len(whole):]  # the coarsest levels
+    assert whole_scan_scales(scales, DetectorConfig().max_plate_width + 1) == []
+
+
+def test_wide_plates_are_found_where_the_prefilter_proposes_nothing(detector):
+    def proposed_nothing() -> None:
+        assert detector.last_regions == 0
+
+    scenes = generated_scenes(77, 6, size=(640, 400), plate_width=(170, 240), difficulty=0.2)
+    default = detector.config
+    try:  # margin 3: the HOG template proposes no region at all, so only whole levels can find plates
+        detector.config = DetectorConfig(prefilter="hog", prefilter_threshold=3.0)
+        whole = score_detector(detector, scenes, after_detect=proposed_nothing)
+        detector.config = DetectorConfig(prefilter="hog", prefilter_threshold=3.0,
+                                         prefilter_full_scan_width=DetectorConfig().max_plate_width + 1)
+        regions_only = score_detector(detector, scenes, after_detect=proposed_nothing)
+    finally:
+        detector.config = default
+    assert whole.plates >= 6
+    assert regions_only.found == 0
+    assert whole.found / whole.plates >= 0.6, whole
+    assert whole.false_positives <= whole.plates // 4, whole
 
 
 def _one_line_model_error(make) -> str:
