@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_W, WINDOW_H = 128, 64
 READER_W, READER_H = 128, 32  # anprd.model.READER_W/H; not imported from there, which loads Keras
+DUPLICATE_IOU = 0.5  # plate boxes overlapping this much are one plate
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
 
 
@@ -212,13 +213,16 @@ class _Hit:
     scores: np.ndarray  # N presence probabilities
 
 
-def _group_proposals(hits: _Hit, iou: float) -> list[tuple[tuple[float, float, float, float], float]]:
-    """One proposal per group of overlapping hits (`group_hits`): the score-weighted mean plate box
-    and the group's best score."""
-    if len(hits.scores) == 0:
-        return []
-    return [(tuple(np.average(hits.boxes[g], axis=0, weights=hits.scores[g])), float(hits.scores[g].max()))
-            for g in group_hits(hits.boxes, hits.scores, iou)]
+_Proposal = tuple[tuple[float, float, float, float], float]  # plate box (x0, y0, x1, y1), best hit score
+
+
+def _unproposed(extra: list[_Proposal], proposed: list[_Proposal]) -> list[_Proposal]:
+    """The `extra` proposals whose box overlaps no `proposed` box as much as two detections of one
+    plate do (`DUPLICATE_IOU`)."""
+    if not extra or not proposed:
+        return extra
+    overlap = _box_iou_matrix(np.array([b for b, _ in proposed + extra]))[len(proposed):, :len(proposed)]
+    return [p for p, row in zip(extra, overlap, strict=True) if row.max() < DUPLICATE_IOU]
 
 
 def _empty_hits() -> _Hit:
@@ -459,22 +463,31 @@ class PlateDetector:
         scales = pyramid_scales(*gray.shape[:2], self.config)
         if prefilter is None:
             self.last_regions = 0
-            hit_sets = [self._grid_hits(gray, scales)]
+            proposals = self._proposals(self._grid_hits(gray, scales))
         else:
             regions = prefilter.regions(gray, self.config.prefilter_threshold)
             self.last_regions = len(regions)
+            proposals = self._proposals(self._region_hits(gray, regions, scales)) if regions else []
             # The levels for wide plates are small images, so scanning them whole is cheap, and it finds
             # the large tilted plates the HOG template misses. Regions still run at every level: a
             # crop's own grid phase finds plates the whole level's grid misses. The two sets of hits
             # are grouped apart, or a loose box from a coarse level chains into a plate's group and
-            # drags its averaged box off the plate (seen on `eu`); read() merges what both find.
+            # drags its averaged box off the plate (seen on `eu`); a whole-level proposal is read
+            # only where the regions proposed nothing (reading dominates the time of a plate).
             whole = whole_scan_scales(scales, self.config.prefilter_full_scan_width)
-            hit_sets = [self._grid_hits(gray, whole)]
-            if regions:
-                hit_sets.append(self._region_hits(gray, regions, scales))
-        proposals = [p for boxes, scores in hit_sets for p in _group_proposals(_top_hits(boxes, scores),
-                                                                               self.config.group_iou)]
+            proposals += _unproposed(self._proposals(self._grid_hits(gray, whole)), proposals)
         return self.read([b for b, _ in proposals], gray, [s for _, s in proposals])
+
+    def _proposals(self, hits: tuple[list[np.ndarray], list[np.ndarray]]) -> list[_Proposal]:
+        """One proposal per group of overlapping hits (`group_hits`): the score-weighted mean plate
+        box and the group's best score."""
+        found = _top_hits(*hits)
+        if len(found.scores) == 0:
+            return []
+        groups = group_hits(found.boxes, found.scores, self.config.group_iou)
+        boxes, scores = found.boxes, found.scores
+        return [(tuple(np.average(boxes[g], axis=0, weights=scores[g])), float(scores[g].max()))
+                for g in groups]
 
     def read(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray,
              scores: list[float] | None = None) -> list[Detection]:
@@ -568,6 +581,6 @@ class PlateDetector:
         detections.sort(key=lambda d: -(d.presence * d.confidence))
         kept: list[Detection] = []
         for det in detections:
-            if all(det.box.iou(k.box) < 0.5 for k in kept):
+            if all(det.box.iou(k.box) < DUPLICATE_IOU for k in kept):
                 kept.append(det)
         return kept
