@@ -331,10 +331,14 @@ class Tracker:
             free = [column for column in free if column not in taken]
 
         # Plates do not overlap: a matched box lying on a larger matched box is part of that plate
-        # (a US state name, half a plate), whichever track it was matched to.
+        # (a US state name, half a plate), whichever track it was matched to, if that box was read
+        # as a plate: a large box read as junk over a stopped car made its plate a fragment (the
+        # bundled clip's DMUHU759 once the pre-filter proposed more regions).
         matched_boxes = [detections[column].box for _, column in pairs]
+        read_boxes = [detections[column].box for _, column in pairs
+                      if detections[column].confidence >= config.text_min_confidence]
         for row, column in pairs:
-            if self._lies_on_larger(detections[column].box, matched_boxes):
+            if self._lies_on_larger(detections[column].box, read_boxes):
                 self._states[row].fragment_frames += 1
 
         confirmed: list[TrackReport] = []

@@ -57,9 +57,10 @@ class DetectorConfig(AnprdBaseModel):
     prefilter: Literal["none", "hog"] = Field("hog", description="Region proposals before the CNN: "
                                              "'hog' runs the HOG + linear SVM pre-filter and scans only "
                                              "its regions, at the pyramid levels their size calls for "
-                                             "(2-3x faster, with a third to a quarter of the false "
-                                             "positives on the real sets, see README 'Speed'); 'none' "
-                                             "scans the whole pyramid.")
+                                             "(fewer false positives and a better `eu` read rate; "
+                                             "2-3x faster on earlier machines, no faster at 720p on "
+                                             "session 13's, see README 'Speed'); 'none' scans the "
+                                             "whole pyramid.")
     prefilter_model: str = Field("models/hog-v1", description="HOG pre-filter folder (hog.yml + hog.json), "
                                  "used when prefilter is 'hog'; resolved like `model`.")
     prefilter_threshold: float = Field(-0.25, ge=-3, le=3, description="SVM margin a HOG window needs "
