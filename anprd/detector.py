@@ -17,9 +17,11 @@
    top-N candidates. Several views and readers misread the same character less often than one does
    (README, "Measured accuracy").
 
-With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run only inside the regions the HOG + linear SVM
-pre-filter proposes, and only at the pyramid levels that bring the plate widths a region's hits imply
-into the 60-80% band; crops of one level are batched. Steps 3-4 are unchanged. No region, no CNN work.
+With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run inside the regions the HOG + linear SVM
+pre-filter proposes, at the pyramid levels that bring the plate widths a region's hits imply into
+the 60-80% band; crops of one level are batched. The coarse levels, for plates of at least
+`prefilter_full_scan_width` pixels, are small images and are also scanned whole; their groups are
+read only where the regions proposed nothing. Steps 3-4 are unchanged.
 
     detector = PlateDetector.from_config(DetectorConfig())
     detections = detector.detect(bgr_image)
