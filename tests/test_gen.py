@@ -113,6 +113,21 @@ def test_backgrounds_never_show_a_boxed_plate(tmp_path):
         assert crop.max() < 200
 
 
+@pytest.mark.parametrize(("balanced", "low", "high"), [(False, 0.02, 0.2), (True, 0.35, 0.65)])
+def test_balanced_backgrounds_draw_each_folder_equally_often(tmp_path, balanced, low, high):
+    """One photo in one folder, 19 in another: drawn by file the lone photo is ~5% of the loads,
+    balanced by folder ~50%."""
+    lone, many = tmp_path / "lone", tmp_path / "many"
+    lone.mkdir()
+    many.mkdir()
+    cv2.imwrite(str(lone / "white.png"), np.full((80, 160), 250, np.uint8))
+    for i in range(19):
+        cv2.imwrite(str(many / f"dark{i}.png"), np.full((80, 160), 10, np.uint8))
+    bgs = Backgrounds([lone, many], np.random.default_rng(1), procedural_fraction=0.0, balanced=balanced)
+    loads = [bgs._load()[0].mean() > 128 for _ in range(400)]
+    assert low < np.mean(loads) < high
+
+
 def test_scene_labels_match_plates(fonts, backgrounds):
     rng = np.random.default_rng(9)
     image, plates = sample_scene(rng, backgrounds, fonts, size=(640, 360))

@@ -503,18 +503,24 @@ class Backgrounds:
     """
 
     def __init__(self, folders: list[Path], rng: np.random.Generator, cache_size: int = 32,
-                 refresh_every: int = 24, procedural_fraction: float = 0.08) -> None:
+                 refresh_every: int = 24, procedural_fraction: float = 0.08, balanced: bool = False) -> None:
         self.files: list[Path] = []
         self.boxes: dict[Path, list[tuple[int, int, int, int]]] = {}
+        self.folder_files: list[list[Path]] = []  # per folder, for `balanced`
         for folder in folders:
             folder = Path(folder)
             if not folder.is_dir():
                 raise FileNotFoundError(f"background folder not found: {folder}")
             known = _read_plate_boxes(folder)
-            for path in sorted(folder.rglob("*")):
-                if path.suffix.lower() in IMAGE_SUFFIXES:
-                    self.files.append(path)
-                    self.boxes[path] = known.get(path.name, [])
+            found = [path for path in sorted(folder.rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
+            for path in found:
+                self.files.append(path)
+                self.boxes[path] = known.get(path.name, [])
+            if found:
+                self.folder_files.append(found)
+        # balanced: each folder is drawn as often as the others, whatever its size (28 bundled photos
+        # beside 534 street frames would otherwise be 5% of the backgrounds)
+        self.balanced = balanced and len(self.folder_files) > 1
         if not self.files:
             raise FileNotFoundError(f"no background images in {', '.join(map(str, folders))}")
         self.rng = rng
@@ -526,7 +532,9 @@ class Backgrounds:
 
     def _load(self) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
         for _ in range(20):
-            path = self.files[self.rng.integers(len(self.files))]
+            files = (self.folder_files[self.rng.integers(len(self.folder_files))] if self.balanced
+                     else self.files)
+            path = files[self.rng.integers(len(files))]
             image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
             if image is not None and min(image.shape) >= 32:
                 return image, self.boxes[path]
@@ -867,11 +875,12 @@ def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
-def make_backgrounds(folders: list[Path] | None, builtin: bool, rng: np.random.Generator) -> Backgrounds:
+def make_backgrounds(folders: list[Path] | None, builtin: bool, rng: np.random.Generator,
+                     balanced: bool = False) -> Backgrounds:
     dirs = list(folders or [])
     if builtin or not dirs:
         dirs += builtin_background_dirs()
-    return Backgrounds(dirs, rng)
+    return Backgrounds(dirs, rng, balanced=balanced)
 
 
 def main(argv: list[str] | None = None) -> int:

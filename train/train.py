@@ -84,7 +84,7 @@ def generate_batches(n_samples: int, seed: int, backgrounds: list[str], difficul
 
 
 def _worker(worker_id: int, seed: int, backgrounds: list[str], batch_size: int, out: mp.Queue,
-            difficulty: mp.Value, stop: mp.Event, task: str) -> None:
+            difficulty: mp.Value, stop: mp.Event, task: str, balanced: bool) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
 
@@ -94,7 +94,7 @@ def _worker(worker_id: int, seed: int, backgrounds: list[str], batch_size: int, 
 
     rng = np.random.default_rng([seed, worker_id])
     fonts = available_fonts()
-    bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng)
+    bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng, balanced)
     if task == "reader":
         from train.train_reader import make_reader_batch
 
@@ -115,14 +115,14 @@ class BatchSource:
     """Fresh batches from workers when ready, else a recent one from the ring buffer."""
 
     def __init__(self, workers: int, seed: int, backgrounds: list[str], batch_size: int,
-                 ring_size: int = 48, task: str = "window") -> None:
+                 ring_size: int = 48, task: str = "window", balanced: bool = False) -> None:
         ctx = mp.get_context("spawn")  # never fork a process that has TensorFlow loaded
         self.queue: mp.Queue = ctx.Queue(maxsize=4)
         self.difficulty = ctx.Value("d", 0.0)
         self.stop_event = ctx.Event()
         self.procs = [ctx.Process(target=_worker, daemon=True,
                                   args=(i, seed, backgrounds, batch_size, self.queue, self.difficulty,
-                                        self.stop_event, task)) for i in range(workers)]
+                                        self.stop_event, task, balanced)) for i in range(workers)]
         for p in self.procs:
             p.start()
         self.ring: list[dict[str, np.ndarray]] = []
@@ -290,6 +290,7 @@ def run_record(run: Path) -> dict:
         "validation": state["best"],
         "validation_set": {"count": args["val_count"], "seed": args["val_seed"], "difficulty": 1.0},
         "backgrounds": args["backgrounds"],
+        "balance_backgrounds": args.get("balance_backgrounds", False),
     }
 
 
@@ -334,6 +335,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, steps: int, batch_size: i
     parser.add_argument("--workers", type=int, default=1, help="generator processes")
     parser.add_argument("--backgrounds", type=Path, action="append", default=[],
                         help="extra background folders (the scikit-image photos are always used)")
+    parser.add_argument("--balance-backgrounds", action="store_true",
+                        help="draw training backgrounds from each folder equally often (the bundled photos "
+                             "as often as --backgrounds'), not in proportion to their sizes; validation "
+                             "keeps the proportional draw")
     parser.add_argument("--val-count", type=int, default=2000)
     parser.add_argument("--val-seed", type=int, default=val_seed)
     parser.add_argument("--val-every", type=int, default=val_every)
@@ -360,11 +365,13 @@ def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: 
         for key in SAVED_ARGS:
             setattr(args, key, saved[key])
         args.backgrounds = [Path(b) for b in saved["backgrounds"]]
+        args.balance_backgrounds = saved.get("balance_backgrounds", False)  # runs from before the option
         args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
         return saved
     run.mkdir(parents=True, exist_ok=True)
     saved = {key: getattr(args, key) for key in SAVED_ARGS}
     saved |= {"backgrounds": [str(b) for b in args.backgrounds],
+              "balance_backgrounds": args.balance_backgrounds,
               "init_from": str(args.init_from) if args.init_from else None, "net": net,
               "command": f"python -m {prog} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
     (run / "args.json").write_text(json.dumps(saved, indent=1))
@@ -489,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
 
     val = cached_validation(args.run, make_validation)
     source = BatchSource(args.workers, args.seed * 1000 + step, [str(b) for b in args.backgrounds],
-                         args.batch_size)
+                         args.batch_size, balanced=args.balance_backgrounds)
 
     def train_on_batch(b: dict[str, np.ndarray]):
         return train_step(b["image"], b["present"], b["box"], b["labels"], b["label_len"], b["read"],

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     val = cached_validation(args.run, make_validation)
     source = BatchSource(args.workers, args.seed * 1000 + step, [str(b) for b in args.backgrounds],
-                         args.batch_size, task="reader")
+                         args.batch_size, task="reader", balanced=args.balance_backgrounds)
     train_loop(args, model, optimizer, source, step, best,
                lambda b: train_step(b["image"], b["labels"], b["label_len"], b["columns"], b["columns_ok"]),
                ["loss", "ctc_loss", "column_loss"], lambda: evaluate(predict, val), ["read_acc", "char_acc"],
