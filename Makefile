@@ -33,17 +33,20 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v7 (see README "Training"): two detector stages (anprd-v6's), then one plate
-# reader run; 2 h 37 min end to end on 2 cores in session 11 (README "Training"). A stopped run continues with `--resume`
-# on its run folder; then run the lines after it by hand.
+# Reproduces models/anprd-v8 (see README "Training"): three detector stages, then one plate reader
+# run; about 3 h end to end on 2 cores (session 11 timed the first two stages and the reader at
+# 2 h 37 min, session 14 the third stage at 23 min). A stopped run continues with `--resume` on its
+# run folder; then run the lines after it by hand.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
 		--val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train --run runs/v2 --export models/anprd-v7
+	$(PY) -m train.train --run runs/v3 --init-from runs/v2 --steps 3000 --lr 1e-3 --seed 3 \
+		--val-every 500 $(STREETS_OPT) --balance-backgrounds
+	$(PY) -m train.train --run runs/v3 --export models/anprd-v8
 	$(PY) -m train.train_reader --run runs/r5 --steps 12000 --seed 31 --val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r5 --export models/anprd-v7
+	$(PY) -m train.train_reader --run runs/r5 --export models/anprd-v8
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup

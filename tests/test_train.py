@@ -69,6 +69,16 @@ def test_second_stage_starts_from_the_first_and_export_lists_both(tmp_path):
     assert [stage["seed"] for stage in stages] == [4, 5]
     assert [stage["steps"] for stage in stages] == [2, 2]
 
+    # a stage started from an exported model's weights file inherits that model's stages
+    third = tmp_path / "third"
+    staged = train("--run", str(third), "--init-from", str(out / "weights.weights.h5"), "--steps", "2",
+                   "--seed", "6", "--balance-backgrounds", *small)
+    assert staged.returncode == 0, staged.stderr
+    assert train("--run", str(third), "--export", str(tmp_path / "model3")).returncode == 0
+    meta = json.loads((tmp_path / "model3" / "model.json").read_text())
+    assert [stage["seed"] for stage in meta["stages"]] == [4, 5, 6]
+    assert meta["balance_backgrounds"] is True
+
 
 def train_reader(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "train.train_reader", *args], cwd=REPO, capture_output=True,

@@ -3,7 +3,7 @@
     python -m train.train --run runs/v1 --steps 5000 --seed 1 --backgrounds ../shared/data/streets
     python -m train.train --run runs/v1 --resume            # continue a stopped run
     python -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2  # stage 2
-    python -m train.train --run runs/v2 --export models/anprd-v7   # write the best weights + metadata
+    python -m train.train --run runs/v2 --export models/anprd-v8   # write the best weights + metadata
 
 The plate reader that joins the exported folder is trained by train.train_reader.
 
@@ -272,6 +272,10 @@ def training_stages(run: Path) -> list[dict]:
     init_from = args.get("init_from")
     if init_from and Path(init_from).is_dir():
         return [*training_stages(Path(init_from)), stage]
+    exported = Path(init_from).parent / "model.json" if init_from else None
+    if exported and exported.is_file():  # an exported model's weights: its model.json lists their stages
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return [*json.loads(exported.read_text())["stages"], stage]
     return [stage]
 
 
