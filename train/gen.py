@@ -504,7 +504,6 @@ class Backgrounds:
 
     def __init__(self, folders: list[Path], rng: np.random.Generator, cache_size: int = 32,
                  refresh_every: int = 24, procedural_fraction: float = 0.08, balanced: bool = False) -> None:
-        self.files: list[Path] = []
         self.boxes: dict[Path, list[tuple[int, int, int, int]]] = {}
         self.folder_files: list[list[Path]] = []  # per folder, for `balanced`
         for folder in folders:
@@ -513,11 +512,10 @@ class Backgrounds:
                 raise FileNotFoundError(f"background folder not found: {folder}")
             known = _read_plate_boxes(folder)
             found = [path for path in sorted(folder.rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
-            for path in found:
-                self.files.append(path)
-                self.boxes[path] = known.get(path.name, [])
+            self.boxes |= {path: known.get(path.name, []) for path in found}
             if found:
                 self.folder_files.append(found)
+        self.files = [path for found in self.folder_files for path in found]
         # balanced: each folder is drawn as often as the others, whatever its size (28 bundled photos
         # beside 534 street frames would otherwise be 5% of the backgrounds)
         self.balanced = balanced and len(self.folder_files) > 1

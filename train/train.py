@@ -3,7 +3,7 @@
     python -m train.train --run runs/v1 --steps 5000 --seed 1 --backgrounds ../shared/data/streets
     python -m train.train --run runs/v1 --resume            # continue a stopped run
     python -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2  # stage 2
-    python -m train.train --run runs/v2 --export models/anprd-v8   # write the best weights + metadata
+    python -m train.train --run runs/v2 --export models/my-model   # write the best weights + metadata
 
 The plate reader that joins the exported folder is trained by train.train_reader.
 
