@@ -133,8 +133,9 @@ def views_log_likelihoods(texts: Sequence[str], reads: np.ndarray) -> np.ndarray
     The geometric mean ranks texts as the product of the reads' likelihoods does, so a text must
     fit every view; averaging probabilities instead let one confident view carry a wrong text.
     On the detector's own boxes it read more plates than the probability mean in most comparisons
-    made and never more than one plate fewer (README, "Reading several views"). As a mean it stays
-    on the scale of one read: a plate's probability, and one frame's evidence in a track.
+    made and never more than one plate fewer (docs/experiments.md, "Reading several views"). As a
+    mean it stays on the scale of one read: a plate's probability, and one frame's evidence in a
+    track.
     """
     return ctc_log_likelihoods(texts, _reads(reads)).mean(axis=0)
 
