@@ -34,9 +34,8 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
 # Reproduces models/anprd-v8 (see README "Training"): three detector stages, then one plate reader
-# run; about 3 h end to end on 2 cores (session 11 timed the first two stages and the reader at
-# 2 h 37 min, session 14 the third stage at 23 min). A stopped run continues with `--resume` on its
-# run folder; then run the lines after it by hand.
+# run; 2 h 37 min end to end on 2 cores (session 15, README "Training"). A stopped run continues
+# with `--resume` on its run folder; then run the lines after it by hand.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
