@@ -68,7 +68,7 @@ class DetectorConfig(AnprdBaseModel):
                                        "(95% of plates covered); the default -0.25 covers more tilted "
                                        "and 2:1 plates (README 'Speed'); lower finds more plates but "
                                        "proposes more regions (more time).")
-    prefilter_full_scan_width: float = Field(150, ge=16, description="With prefilter 'hog', the pyramid "
+    prefilter_full_scan_width: float = Field(120, ge=16, description="With prefilter 'hog', the pyramid "
                                              "levels for plates at least this wide (pixels) are also "
                                              "scanned whole: they are small images, so cheap, and the HOG "
                                              "template misses large tilted plates (README 'Speed'). Above "
