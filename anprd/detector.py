@@ -4,9 +4,10 @@
    into the 60-80% width band the network was trained on, one level per `pyramid_step`.
 2. The detection twin of the network runs over each level at once; every output cell is a 128x64
    window on an 8-pixel grid with a presence score and a regressed plate box.
-3. Hits above `presence_threshold` overlap; hits whose plate boxes overlap are grouped (union-find on
-   box IoU). The seed took the intersection of the group's windows as the box; a regressed plate box,
-   averaged over the group by score, fits the plate itself and scores far better on IoU.
+3. Hits above `presence_threshold` overlap; they are grouped around the strongest by plate-box IoU
+   (`group_hits`), strays at a plate's edge dropped. The seed took the intersection of the group's
+   windows as the box; a regressed plate box, averaged over the group by score, fits the plate itself
+   and scores far better on IoU.
 4. Each group is re-read by the window model on a crop centred on its box: that pass verifies
    presence and refines the box. The plate reader (`anprd.model.build_reader`, when the model folder
    has readers) then reads the refined box on tight crops scaled by `read_scales`, each reader
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 WINDOW_W, WINDOW_H = 128, 64
 READER_W, READER_H = 128, 32  # anprd.model.READER_W/H; not imported from there, which loads Keras
 DUPLICATE_IOU = 0.5  # plate boxes overlapping this much are one plate
+STRAY_IOU = 0.1  # a weaker hit overlapping a group's best this much is a stray of that plate (`group_hits`)
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
 
 
@@ -189,24 +191,25 @@ def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
 
 
 def group_hits(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[np.ndarray]:
-    """Connected components of hits linked by plate-box IoU > `iou`; index arrays, best group first."""
-    n = len(boxes)
-    parent = np.arange(n)
+    """Hits clustered around the strongest: the best hit not yet taken takes every free hit whose plate
+    box overlaps its own more than `iou`, and drops the free hits that overlap it at all (more than
+    `STRAY_IOU`) as strays of the same plate. Index arrays, best group first.
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    linked = np.argwhere(np.triu(_box_iou_matrix(boxes) > iou, 1))
-    for i, j in linked:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[rj] = ri
-    roots = np.array([find(i) for i in range(n)])
-    groups = [np.flatnonzero(roots == r) for r in np.unique(roots)]
-    return sorted(groups, key=lambda g: -scores[g].max())
+    Connected components of overlapping hits (the seed's grouping, used here until session 17) chain
+    through the loose boxes of coarse levels: two plates 20 px apart became one box reading both.
+    """
+    order = np.argsort(-scores, kind="stable")
+    overlap = _box_iou_matrix(boxes)
+    free = np.ones(len(boxes), bool)
+    groups = []
+    for best in order:
+        if not free[best]:
+            continue
+        members = np.union1d(np.flatnonzero(free & (overlap[best] > iou)), [best])
+        free[members] = False
+        free[overlap[best] > STRAY_IOU] = False
+        groups.append(members)
+    return groups
 
 
 @dataclass(frozen=True)

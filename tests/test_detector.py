@@ -61,6 +61,20 @@ def test_grouping_joins_overlapping_hits_only():
     assert groups[0].tolist() == [0, 1]  # the group with the best hit comes first
 
 
+def test_grouping_does_not_chain_two_plates_through_a_loose_box():
+    # two plates one above the other, and a coarse level's loose box overlapping both by > 0.3
+    upper, lower, loose = [100, 100, 300, 150], [100, 170, 300, 220], [100, 100, 300, 220]
+    boxes = np.array([upper, lower, loose], float)
+    groups = group_hits(boxes, np.array([0.99, 0.98, 0.9]), 0.3)
+    assert [g.tolist() for g in groups] == [[0, 2], [1]]
+
+
+def test_grouping_drops_stray_hits_at_a_plates_edge():
+    plate, stray = [100, 100, 300, 150], [260, 100, 400, 150]  # overlap 0.12: neither one plate nor apart
+    groups = group_hits(np.array([plate, stray], float), np.array([0.99, 0.95]), 0.3)
+    assert [g.tolist() for g in groups] == [[0]]
+
+
 def test_crop_window_centres_the_plate_at_70_percent():
     gray = np.zeros((400, 600), np.uint8)
     window, (x, y, sx, sy) = read_crop_window(gray, (200, 180, 340, 210))

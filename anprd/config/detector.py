@@ -29,8 +29,8 @@ class DetectorConfig(AnprdBaseModel):
                                 "A window counts a plate as present at 60-80% of its width (a 1.33x "
                                 "band), so steps above 1.33 (the seed's sqrt 2) leave plate widths that "
                                 "no level sees well; 1.26 = 2^(1/3).")
-    group_iou: float = Field(0.3, gt=0, lt=1, description="Hits whose plate boxes overlap more than this "
-                             "are one plate.")
+    group_iou: float = Field(0.3, gt=0, lt=1, description="Hits whose plate boxes overlap the strongest "
+                             "hit's box more than this are one plate with it.")
     min_confidence: float = Field(0.01, ge=0, le=1, description="Drop plates whose reading probability "
                                   "is below this: windows that look like a plate but read as nothing "
                                   "(grilles, signs, lamps) read at < 0.01, most plates above it; 0 "
