@@ -192,8 +192,9 @@ def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
 
 def group_hits(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[np.ndarray]:
     """Hits clustered around the strongest: the best hit not yet taken takes every free hit whose plate
-    box overlaps its own more than `iou`, and drops the free hits that overlap it at all (more than
-    `STRAY_IOU`) as strays of the same plate. Index arrays, best group first.
+    box overlaps its own more than `iou`, and drops the free hits that overlap it less but more than
+    `STRAY_IOU` as strays of the same plate. Index arrays, best group first (the best hit is added by
+    hand: a degenerate box has IoU 0 with itself).
 
     Connected components of overlapping hits (the seed's grouping, used here until session 17) chain
     through the loose boxes of coarse levels: two plates 20 px apart became one box reading both.
