@@ -33,8 +33,9 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v8 (see README "Training"): three detector stages, then one plate reader
-# run; 2 h 37 min end to end on 2 cores (session 15, README "Training"). A stopped run continues
+# Reproduces models/anprd-v9 (see README "Training"): three detector stages, then one plate reader
+# run; 2 h 37 min end to end on 2 cores with session 15's reader, about 2 h 40 min with r9's wider
+# context (its run: 67.8 min; README "Training"). A stopped run continues
 # with `--resume` on its run folder; then run the lines after it by hand.
 STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
 train: setup
@@ -43,9 +44,9 @@ train: setup
 		--val-every 1000 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v3 --init-from runs/v2 --steps 3000 --lr 1e-3 --seed 3 \
 		--val-every 500 $(STREETS_OPT) --balance-backgrounds
-	$(PY) -m train.train --run runs/v3 --export models/anprd-v8
-	$(PY) -m train.train_reader --run runs/r5 --steps 12000 --seed 31 --val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r5 --export models/anprd-v8
+	$(PY) -m train.train --run runs/v3 --export models/anprd-v9
+	$(PY) -m train.train_reader --run runs/r9 --steps 12000 --seed 31 --val-every 1000 $(STREETS_OPT)
+	$(PY) -m train.train_reader --run runs/r9 --export models/anprd-v9
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup

@@ -150,14 +150,18 @@ class ReaderConfig:
 
     widths: tuple[int, ...] = (32, 64, 96, 96, 128)  # 3x3 convs; pools after the 1st, 2nd and 4th
     context: int = 160
+    dilations: tuple[int, ...] = (1, 2, 4, 8)  # 1-D context convs along the text, 31 columns wide
+    plate_style: bool = True  # a whole-plate summary beside every column
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> ReaderConfig:
-        data = dict(data)
+        # readers saved before `dilations` and `plate_style` existed (r5) had two context convs only
+        data = {"dilations": (1, 2), "plate_style": False, **data}
         data["widths"] = tuple(data["widths"])
+        data["dilations"] = tuple(data["dilations"])
         return cls(**data)
 
 
@@ -168,6 +172,10 @@ def build_reader(config: ReaderConfig | None = None) -> keras.Model:
     separable ones at this size, and one crop per plate costs little), pooled 2x2, 2x2 and 2x1 to
     4x32, the 4 rows collapsed, then dilated 1-D convolutions for context along the text. The
     detector's window sees a plate ~70% of 128 px wide; this crop gives the text the whole input.
+
+    `plate_style` sets a summary of the whole plate (its columns averaged) beside every column, and
+    dilations 1-8 let each column see the whole text: a narrow ring with no dot is 0 in most plate
+    typefaces and O in a monospaced one whose 0 is dotted, which only the rest of the plate tells.
     """
     c = config or ReaderConfig()
     x = image = keras.Input((READER_H, READER_W, 1), name="plate")
@@ -181,7 +189,13 @@ def build_reader(config: ReaderConfig | None = None) -> keras.Model:
             x = layers.MaxPooling2D(pools[i], name=f"pool{i}")(x)
     x = layers.Conv2D(c.context, (READER_H // 8, 1), activation="relu", name="rows")(x)
     x = layers.Reshape((READER_COLUMNS, c.context), name="columns")(x)
-    x = layers.Conv1D(c.context, 3, padding="same", activation="relu", name="ctx1")(x)
-    x = layers.Conv1D(c.context, 3, padding="same", dilation_rate=2, activation="relu", name="ctx2")(x)
+    if c.plate_style:
+        style = layers.GlobalAveragePooling1D(name="plate_pool")(x)
+        style = layers.Dense(c.context, activation="relu", name="plate_style")(style)
+        style = layers.RepeatVector(READER_COLUMNS, name="plate_style_columns")(style)
+        x = layers.Concatenate(name="columns_and_style")([x, style])
+    for i, dilation in enumerate(c.dilations):
+        x = layers.Conv1D(c.context, 3, padding="same", dilation_rate=dilation, activation="relu",
+                          name=f"ctx{i + 1}")(x)
     text = layers.Dense(len(ALPHABET) + 1, name="text")(x)
     return keras.Model(image, {"text": text}, name="reader")

@@ -59,6 +59,17 @@ def test_reader_reads_32_columns_of_a_32x128_crop():
     assert reader(crops, training=False)["text"].shape == (3, 32, 37)
 
 
+def test_a_reader_saved_before_the_plate_style_option_rebuilds_its_own_graph():
+    from anprd.model import ReaderConfig, build_reader
+
+    old = ReaderConfig.from_json({"widths": [32, 64, 96, 96, 128], "context": 160})
+    assert (old.dilations, old.plate_style) == ((1, 2), False)
+    names = {layer.name for layer in build_reader(old).layers}
+    assert {"ctx1", "ctx2"} <= names and "ctx3" not in names and "plate_style" not in names
+    assert ReaderConfig.from_json(ReaderConfig().to_json()) == ReaderConfig()
+    assert "plate_style" in {layer.name for layer in build_reader().layers}
+
+
 def test_the_detector_cuts_crops_of_the_size_the_reader_takes():
     from anprd import detector, model
 

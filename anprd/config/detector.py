@@ -13,7 +13,7 @@ __all__ = ["DetectorConfig"]
 
 
 class DetectorConfig(AnprdBaseModel):
-    model: str = Field("models/anprd-v8", description="Model folder (model.json + weights); relative "
+    model: str = Field("models/anprd-v9", description="Model folder (model.json + weights); relative "
                        "paths resolve against the config file, then the anprd install.")
     presence_threshold: float = Field(0.8, gt=0, lt=1, description="Window presence score for a hit "
                                       "(the seed used 0.99); hits only propose plates, verify_threshold "
