@@ -280,3 +280,41 @@ def test_every_glyph_keeps_all_its_ink_inside_the_text_band(fonts):
             # a vertical squeeze to the band scales the ink by band / height; a crop loses more
             kept = mask.sum() / (ink.sum() * band / height)
             assert kept > 0.98, f"{font_path.name} {char}: {kept:.3f} of its ink drawn"
+
+
+def test_an_occlusion_bar_paints_the_columns_it_reports():
+    from train.gen import occlusion_bar
+
+    rng = np.random.default_rng(5)
+    canvas = np.full((40, 200), 200.0, np.float32)
+    assert occlusion_bar(canvas.copy(), rng, difficulty=0.0) is None  # never at difficulty 0
+    painted = canvas.copy()
+    x0, x1 = occlusion_bar(painted, rng, difficulty=1 / 0.06)  # drawn with certainty
+    assert 0 <= x0 < x1 <= 200 and 2 <= x1 - x0 <= 12  # 2-6% of the width
+    assert np.all(painted[:, x0:x1] == painted[0, x0]) and painted[0, x0] <= 120
+    outside = np.ones(200, bool)
+    outside[x0:x1] = False
+    assert np.all(painted[:, outside] == 200)
+
+
+def test_occluded_plates_regenerates_a_scene_set_and_names_the_characters_under_bars(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from occluded_plates import characters_under, main, occluded_plates
+
+    centres = np.array([[10, 5], [20, 5], [30, 5], [40, 5]], np.float32)
+    assert characters_under("AB12", centres, (18, 22)) == "B"
+    assert characters_under("AB12", centres, (23, 27)) == ""  # between two characters
+    assert characters_under("AB12", centres, (16, 28)) == "B1"
+
+    out = tmp_path / "scenes"
+    made = subprocess.run([sys.executable, "-m", "train.gen", "--scenes", "--count", "40", "--out", str(out),
+                           "--seed", "525252"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    labels, barred = occluded_plates(525252, 40)
+    with open(out / "labels.tsv") as fh:
+        written = [(row[0], row[5]) for row in list(csv.reader(fh, delimiter="\t"))[1:]]
+    assert labels == written  # watching the bars does not change what is drawn
+    assert barred and {(name, text) for name, text, _ in barred} <= set(labels)
+    assert all(set(under) <= set(text) for _, text, under in barred)
+    assert main(["--seed", "525252", "--count", "40", "--labels", str(out / "labels.tsv")]) == 0
+    assert main(["--seed", "1", "--count", "40", "--labels", str(out / "labels.tsv")]) == 1

@@ -40,6 +40,7 @@ __all__ = [
     "random_plate_spec",
     "sample_read_crop",
     "spec_for_font",
+    "occlusion_bar",
     "render_plate",
     "sample_window",
     "sample_scene",
@@ -453,13 +454,22 @@ def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: 
         ox, oy = bx, by_top
     else:
         canvas, ox, oy = plate, 0, 0
-    if rng.random() < 0.06 * difficulty:  # partial occlusion: a bar (tow hitch, bike rack) across
-        bar_w = max(1, int(canvas.shape[1] * rng.uniform(0.02, 0.06)))
-        bx0 = int(rng.integers(0, canvas.shape[1] - bar_w))
-        canvas[:, bx0: bx0 + bar_w] = rng.uniform(0, 120)
+    occlusion_bar(canvas, rng, difficulty)
     corners = np.array([[ox, oy], [ox + plate_w, oy], [ox + plate_w, oy + plate_h], [ox, oy + plate_h]],
                        np.float32)
     return canvas, corners, char_centres + np.array([ox, oy], np.float32)
+
+
+def occlusion_bar(canvas: np.ndarray, rng: np.random.Generator, difficulty: float) -> tuple[int, int] | None:
+    """Partial occlusion, on 6% of plates at full difficulty: a bar (tow hitch, bike rack) painted
+    across the plate's canvas. Returns its x range on the canvas, or None. The label keeps the
+    characters under it, so a bar can make a plate unreadable (scripts/occluded_plates.py lists them)."""
+    if rng.random() >= 0.06 * difficulty:
+        return None
+    bar_w = max(1, int(canvas.shape[1] * rng.uniform(0.02, 0.06)))
+    bx0 = int(rng.integers(0, canvas.shape[1] - bar_w))
+    canvas[:, bx0: bx0 + bar_w] = rng.uniform(0, 120)
+    return bx0, bx0 + bar_w
 
 
 FONTS_FOR_SMALL_TEXT = (
