@@ -9,6 +9,7 @@ the two a position can be, and the posteriors decide the rest.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import defaultdict
@@ -80,9 +81,11 @@ def _prefix_beam(log_probs: np.ndarray, beam_width: int, allowed, final_length: 
     """Prefix beam search. `allowed(prefix_len)` gives the symbol ids that may come next."""
     # beams: prefix (tuple of ids) -> (log P ending in blank, log P ending in non-blank)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
-    for t in range(log_probs.shape[0]):
-        row = log_probs[t]
-        candidates = [k for k in range(BLANK) if row[k] > prune]
+    # plain floats and lists: NumPy scalar arithmetic is the slow part of a Python loop like this
+    rows = log_probs.astype(np.float64).tolist()
+    above = (log_probs[:, :BLANK] > prune).tolist()
+    for row, keep in zip(rows, above, strict=True):
+        candidates = [k for k in range(BLANK) if keep[k]]
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pnb) in beams.items():
             total = _logsumexp(pb, pnb)
@@ -98,8 +101,8 @@ def _prefix_beam(log_probs: np.ndarray, beam_width: int, allowed, final_length: 
                 # a repeated symbol needs a blank in between
                 source = pb if prefix and prefix[-1] == k else total
                 extended[1] = _logsumexp(extended[1], source + row[k])
-        scored = sorted(nxt.items(), key=lambda kv: -_logsumexp(*kv[1]))
-        beams = {p: (v[0], v[1]) for p, v in scored[:beam_width]}
+        scored = heapq.nlargest(beam_width, nxt.items(), key=lambda kv: _logsumexp(*kv[1]))
+        beams = {p: (v[0], v[1]) for p, v in scored}
     results = []
     for prefix, (pb, pnb) in beams.items():
         if final_length is not None and len(prefix) != final_length:
