@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", help="only this camera id")
     p.add_argument("--pretty", action="store_true", help="indented JSON")
     p.add_argument("--max-events", type=int, help="exit after this many events")
-    p.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds in all "
+                   "(status 1 if fewer than --max-events arrived)")
     p.set_defaults(func=cmd_subscribe)
 
     p = sub.add_parser("train", help="train the detector (options of python -m train.train), or with "

@@ -60,6 +60,7 @@ READER_W, READER_H = 128, 32  # anprd.model.READER_W/H; not imported from there,
 DUPLICATE_IOU = 0.5  # plate boxes overlapping this much are one plate
 STRAY_IOU = 0.1  # a weaker hit overlapping a group's best this much is a stray of that plate (`group_hits`)
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
+MIN_IMAGE_SIDE = 8  # smaller images hold no findable plate (the narrowest searched for is tens of pixels)
 
 
 class ModelError(Exception):
@@ -70,7 +71,10 @@ def resolve_model_dir(model: str, base_dir: Path | None = None, marker: str = "m
     """Find a model folder: absolute, relative to `base_dir` (the config's folder), to
     ``$ANPRD_DATA_DIR`` (set by the systemd units to the installed data), the current directory,
     or the anprd install (repository root or installed data). The folder must hold `marker`."""
-    path = Path(model).expanduser()
+    try:
+        path = Path(model).expanduser()
+    except RuntimeError as exc:  # ~name of a user this host does not have
+        raise ModelError(f"model not found: {model} ({exc})") from None
     data_dir = os.environ.get("ANPRD_DATA_DIR")
     candidates = [path] if path.is_absolute() else [
         *([base_dir / path] if base_dir else []), *([Path(data_dir) / path] if data_dir else []),
@@ -462,8 +466,10 @@ class PlateDetector:
     # -- stage 3-4: group, verify and read -----------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Plates in a BGR or grayscale uint8 image, most confident first."""
-        if image is None or image.ndim not in (2, 3) or image.dtype != np.uint8 or min(image.shape[:2]) < 8:
-            raise ValueError("expected an 8-bit grayscale or BGR image of at least 8x8 pixels")
+        if image is None or image.ndim not in (2, 3) or image.dtype != np.uint8:
+            raise ValueError("expected an 8-bit grayscale or BGR image")
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:  # a stray thumbnail in a folder is not an error
+            return []
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         prefilter = self._active_prefilter()
         scales = pyramid_scales(*gray.shape[:2], self.config)

@@ -40,11 +40,13 @@ __all__ = [
 LogFormat = Literal["text", "json"]
 
 # scheme://user:password@host -> scheme://user:***@host. The password runs to the last "@"
-# before the host's "/" (passwords with a raw "@" happen), never across whitespace.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"']*):[^\s/\"']*@")
-# ?password=...&token=... style secrets in URLs and key=value text.
+# before the host's "/" (passwords with a raw "@" or "'" happen), never across whitespace or a
+# double quote (the end of a JSON string).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"]*):[^\s/\"]*@")
+# ?password=...&auth_token=...&key=... style secrets in URLs and key=value text: any key that is,
+# or ends in, one of these words.
 _SECRET_VALUE = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|pass|secret|token|access_token|api_?key|apikey|auth)=)"
+    r"(?P<key>\b(?:\w*[_-])?(?:password|passwd|pwd|pass|secret|token|api_?key|apikey|key|auth|sig|signature)=)"
     r"[^\s&;,\"']+",
     re.IGNORECASE,
 )

@@ -87,6 +87,12 @@ def test_bad_value_names_file_key_and_value(tmp_path: Path) -> None:
     )
 
 
+def test_a_home_folder_of_an_unknown_user_is_a_config_error(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cameras:\n  - id: a\n    url: ~no-such-user-anprd/clip.mp4\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: cameras.0.url: ") and "~no-such-user-anprd/clip.mp4" in message
+
+
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

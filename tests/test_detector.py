@@ -20,6 +20,7 @@ from anprd.detector import (
     pyramid_scales,
     read_crop_window,
     reader_crop,
+    resolve_model_dir,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,11 +172,21 @@ def test_no_plates_in_an_empty_image(detector):
     assert detector.detect(np.full((360, 640, 3), 128, np.uint8)) == []
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((100, 100), np.float32),
-                                 np.zeros((10, 10, 3, 2), np.uint8)])
+@pytest.mark.parametrize("bad", [np.zeros((100, 100), np.float32), np.zeros((10, 10, 3, 2), np.uint8)])
 def test_strange_images_are_refused(detector, bad):
     with pytest.raises(ValueError, match="8-bit"):
         detector.detect(bad)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (1, 500, 3), (300, 7, 3)])
+def test_an_image_too_small_to_hold_a_plate_has_none(detector, shape):
+    # a folder camera or a replay must not stop on a thumbnail (it did: ValueError)
+    assert detector.detect(np.full(shape, 200, np.uint8)) == []
+
+
+def test_a_model_in_the_home_folder_of_an_unknown_user_is_not_found():
+    with pytest.raises(ModelError, match="model not found: ~no-such-user-anprd/m"):
+        resolve_model_dir("~no-such-user-anprd/m")
 
 
 def test_missing_and_corrupt_models_are_named(tmp_path):

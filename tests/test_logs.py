@@ -105,6 +105,12 @@ def test_json_format() -> None:
         ("rtsp://admin@cam/stream", "rtsp://admin@cam/stream"),  # no password: unchanged
         ("mail ops@example.com at http://host/path", "mail ops@example.com at http://host/path"),
         ("two: rtsp://a:b@c/ rtsp://d:e@f/", "two: rtsp://a:***@c/ rtsp://d:***@f/"),
+        ("rtsp://admin:it's9@10.0.0.5/stream", "rtsp://admin:***@10.0.0.5/stream"),  # "'" in password
+        ("opening 'rtsp://o'neil:pw@cam/s'", "opening 'rtsp://o'neil:***@cam/s'"),
+        ('{"url": "rtsp://a:b@c/s", "x": "u:v@w"}', '{"url": "rtsp://a:***@c/s", "x": "u:v@w"}'),
+        ("https://cam/live?auth_token=abc&key=k3y&sig=s1&size=2",
+         "https://cam/live?auth_token=***&key=***&sig=***&size=2"),
+        ("camera gate1 keyframe=12 monkey=3", "camera gate1 keyframe=12 monkey=3"),  # words ending in key
     ],
 )
 def test_mask_secrets(text: str, expected: str) -> None:

@@ -187,7 +187,10 @@ class CameraConfig(AnprdBaseModel):
             return url
         if url.isdigit() or _WEBCAM_DEVICE.match(url):
             return url
-        path = Path(url).expanduser()
+        try:
+            path = Path(url).expanduser()
+        except RuntimeError as exc:  # ~name of a user this host does not have
+            raise ValueError(f"cannot expand the path {url!r}: {exc}") from None
         config_dir = (info.context or {}).get("config_dir")
         if not path.is_absolute() and config_dir is not None:
             path = Path(config_dir) / path
