@@ -282,6 +282,7 @@ class Daemon:
     def _work(self) -> None:
         try:
             while not self._abort.is_set():
+                self._watchdog.worker_looped()
                 if self._main_waiting.is_set():
                     time.sleep(0.001)  # let the main thread take the lock (Lock is not fair)
                     continue
@@ -307,6 +308,8 @@ class Daemon:
                 if frame is None:
                     if camera.source.done:
                         self._finish(camera)
+                    elif camera.source.state is SourceState.RECONNECTING:
+                        camera.pipeline.expire(time.time())  # the camera is down: end its tracks
                     continue
                 if not self._first_frame.is_set():
                     self._first_frame.set()
@@ -355,9 +358,9 @@ class Daemon:
             if self._worker_failed or (self._worker is not None and not self._worker.is_alive()):
                 self._shutdown("inference worker failed")
                 return 1
-            if not self._ready and self._first_frame.is_set():
+            if not self._ready and (self._first_frame.is_set() or self._cameras_down(first_try_failed=True)):
                 self._become_ready()
-            self._watchdog.tick()
+            self._watchdog.tick(cameras_down=self._cameras_down())
             now = time.monotonic()
             if now - last_metrics >= _METRICS_SYNC_S:
                 self._sync_metrics()
@@ -371,11 +374,23 @@ class Daemon:
                 return 1 if failed else status
             self._waker.wait(_MAIN_TICK_S)
 
+    def _cameras_down(self, first_try_failed: bool = False) -> bool:
+        """Every camera still running is live and down, being reconnected on schedule (with
+        `first_try_failed`, each has also failed its first open); False with none running."""
+        running = [camera.source for camera in list(self._cameras.values()) if not camera.finished]
+        return bool(running) and all(
+            source.reconnecting_on_schedule()
+            and (not first_try_failed or source.state is SourceState.RECONNECTING)
+            for source in running)
+
     def _become_ready(self) -> None:
         self._ready = True
         self._metrics.set_ready()
         self._notifier.ready(self._status_line())
-        logger.info("ready: model loaded and first frame read")
+        if self._first_frame.is_set():
+            logger.info("ready: model loaded and first frame read")
+        else:  # a camera host that boots before its cameras must still start
+            logger.warning("ready: model loaded; no camera reachable yet, reconnecting")
 
     def _status_line(self) -> str:
         now = time.monotonic()

@@ -369,6 +369,7 @@ class FrameSource:
         self._queue = _FrameQueue(camera.queue_size)
         self._lock = threading.Lock()  # guards the counters and state below
         self._state = SourceState.CONNECTING
+        self._state_since = time.monotonic()  # when the state was last set (each attempt sets it)
         self._frames_read = 0
         self._frames_dropped = 0
         self._reconnects = 0
@@ -388,6 +389,19 @@ class FrameSource:
     def state(self) -> SourceState:
         with self._lock:
             return self._state
+
+    def reconnecting_on_schedule(self, now: float | None = None) -> bool:
+        """True while a live camera is down and handled: connecting or reconnecting, with the
+        current attempt or back-off begun within one open timeout plus the longest back-off (and
+        a second). An open that hangs past that is a stall, not a camera outage."""
+        if not self.is_live:
+            return False
+        with self._lock:
+            state, since = self._state, self._state_since
+        if state not in (SourceState.CONNECTING, SourceState.RECONNECTING):
+            return False
+        limit = self.camera.open_timeout_s + self.camera.reconnect_backoff_max_s + 1.0
+        return (time.monotonic() if now is None else now) - since <= limit
 
     @property
     def done(self) -> bool:
@@ -469,6 +483,7 @@ class FrameSource:
     def _set_state(self, state: SourceState) -> None:
         with self._lock:
             previous, self._state = self._state, state
+            self._state_since = time.monotonic()
         if state is not previous:
             logger.info("camera %s: %s", self.camera.id, state.value)
 
@@ -530,6 +545,7 @@ class FrameSource:
                     frames,
                     backoff,
                 )
+                self._set_state(SourceState.RECONNECTING)  # down from now, not after the back-off
             if self._stop_event.wait(backoff):
                 return
             backoff = min(backoff * 2, camera.reconnect_backoff_max_s)

@@ -241,6 +241,7 @@ class Watchdog:
         self._clock = clock
         # Written by pipeline threads, read by the main loop; a float store is atomic in CPython.
         self._last_frame: float | None = None
+        self._last_loop: float | None = None
         self._last_ping: float | None = None
         self._stalled_logged = False
 
@@ -256,22 +257,33 @@ class Watchdog:
         """Record progress: a frame went through the pipeline."""
         self._last_frame = self._clock()
 
+    def worker_looped(self) -> None:
+        """Record that the inference worker went round its loop, with a frame or without one."""
+        self._last_loop = self._clock()
+
     def seconds_since_frame(self, now: float | None = None) -> float | None:
         """Seconds since the last processed frame, or None before the first one."""
         if self._last_frame is None:
             return None
         return (self._clock() if now is None else now) - self._last_frame
 
-    def is_stalled(self, now: float | None = None) -> bool:
+    def is_stalled(self, now: float | None = None, cameras_down: bool = False) -> bool:
+        """No frame processed within the stall timeout, unless `cameras_down` (every camera without
+        frames is down and being reconnected on schedule) and the worker looped within it: a
+        camera outage is handled in the process, and a restart would only lose pending tracks."""
+        now = self._clock() if now is None else now
         since = self.seconds_since_frame(now)
-        return since is None or since > self._stall_timeout_s
+        if since is not None and since <= self._stall_timeout_s:
+            return False
+        waiting = cameras_down and self._last_loop is not None
+        return not (waiting and now - self._last_loop <= self._stall_timeout_s)
 
-    def tick(self) -> bool:
-        """Ping if healthy and due; return True when ``WATCHDOG=1`` was sent."""
+    def tick(self, cameras_down: bool = False) -> bool:
+        """Ping if healthy (`is_stalled`) and due; return True when ``WATCHDOG=1`` was sent."""
         if self._ping_interval_s is None or not self._notifier.enabled:
             return False
         now = self._clock()
-        if self.is_stalled(now):
+        if self.is_stalled(now, cameras_down):
             since = self.seconds_since_frame(now)
             if since is not None and not self._stalled_logged:
                 _log.error(
@@ -282,7 +294,7 @@ class Watchdog:
                 self._stalled_logged = True
             return False
         if self._stalled_logged:
-            _log.warning("pipeline advancing again; resumed pinging the systemd watchdog")
+            _log.warning("pipeline healthy again; resumed pinging the systemd watchdog")
             self._stalled_logged = False
         if self._last_ping is not None and now - self._last_ping < self._ping_interval_s:
             return False

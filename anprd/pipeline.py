@@ -227,6 +227,16 @@ class CameraPipeline:
             inference_s=inference_s,
         )
 
+    def expire(self, now: float) -> tuple[PlateEvent, ...]:
+        """End the tracks the camera has not matched for `max_gap_s` by `now` (wall-clock time, as
+        live frames carry) while it sends no frames, and publish their final events."""
+        if not self._tracker.live_tracks:
+            return ()
+        events = self._emit(self._tracker.expire(now, self._last_number))
+        if self._metrics is not None:
+            self._metrics.set_active_tracks(self._camera.id, self.active_tracks)
+        return events
+
     def flush(
         self, frame_time: float | None = None, frame_number: int | None = None
     ) -> tuple[PlateEvent, ...]:

@@ -26,7 +26,8 @@ Lifetime rules:
 
 - a track is *confirmed* after `min_frames` matches; shorter tracks end silently;
 - it *ends* after more than `max_misses` missed frames or `max_gap_s` seconds without a match
-  (short occlusions are survived), and a confirmed track whose fused plate has at least
+  (short occlusions are survived; `expire` applies the seconds while a dropped camera sends no
+  frames), and a confirmed track whose fused plate has at least
   `min_plate_length` characters, and one of whose frames was read with at least
   `text_min_confidence`, is then reported;
 - at `max_age_s` it is reported and ends, and a *continuation* track takes over its motion state
@@ -400,6 +401,20 @@ class Tracker:
             survivors.append(started)
         self._states = survivors
         return self._snapshot(frame_time, frame_number, confirmed, provisional, ended, suppressed)
+
+    def expire(self, now: float, frame_number: int) -> TrackerUpdate:
+        """End the tracks not matched for more than `max_gap_s` before `now`, with no frame to
+        count misses on (a camera that is down): their events go out now, not when it returns."""
+        ended: list[TrackReport] = []
+        suppressed: list[TrackReport] = []
+        survivors: list[_TrackState] = []
+        for state in self._states:
+            if now - state.last_match_time > self._config.max_gap_s:
+                self._end(state, EndReason.LOST, ended, suppressed)
+            else:
+                survivors.append(state)
+        self._states = survivors
+        return self._snapshot(now, frame_number, [], [], ended, suppressed)
 
     def flush(self, frame_time: float, frame_number: int) -> TrackerUpdate:
         """End every live track now (shutdown, end of a file) so no pending event is lost."""

@@ -144,6 +144,7 @@ def test_realtime_replay_ends_after_the_last_frame(tmp_path: Path) -> None:
     camera = CameraConfig(id="rt", url=str(folder), folder_fps=50.0, queue_size=5)
     with open_source(camera) as source:
         # Realtime pace sleeps to 50 fps; the queue is large enough not to drop.
+        assert not source.reconnecting_on_schedule()  # a file never waits for a camera
         frames = list(source)
         assert source.done and source.state is SourceState.ENDED
     assert [int(f.image[0, 0, 0]) for f in frames] == [0, 40, 80, 120, 160]
@@ -302,6 +303,11 @@ def test_source_reconnects_after_the_server_dies_and_resumes_when_it_returns(
             source, lambda s: s.reconnects >= 2, "reconnection attempts", drain=True
         )
         assert lost.state in (SourceState.RECONNECTING, SourceState.CONNECTING)
+        # down and handled, which the watchdog tells from a stall, until an attempt overruns
+        assert source.reconnecting_on_schedule()
+        camera = source.camera
+        overdue = time.monotonic() + camera.open_timeout_s + camera.reconnect_backoff_max_s + 2
+        assert not source.reconnecting_on_schedule(now=overdue)
         server.start()  # same port
         before = source.stats().frames_read
         wait_for(
@@ -312,6 +318,7 @@ def test_source_reconnects_after_the_server_dies_and_resumes_when_it_returns(
         )
         frame = source.read(timeout=READ_TIMEOUT_S)
         assert frame is not None and frame.sequence >= before
+        assert not source.reconnecting_on_schedule()  # streaming again
     finally:
         assert source.stop()
 

@@ -191,6 +191,25 @@ def test_watchdog_pings_only_while_frames_advance(abstract_socket: FakeSystemd) 
     assert abstract_socket.receive() == {"WATCHDOG": "1"}
 
 
+def test_watchdog_pings_through_a_camera_outage_only_while_the_worker_loops(
+    abstract_socket: FakeSystemd,
+) -> None:
+    clock = FakeClock()
+    dog = Watchdog(Notifier(abstract_socket.address), stall_timeout_s=5.0, ping_interval_s=1.0, clock=clock)
+    clock.now = 100.0
+    dog.frame_advanced()
+    dog.worker_looped()
+    clock.now = 110.0  # no frame for 10 s
+    dog.worker_looped()
+    assert dog.tick() is False  # the cameras are not down: frames should come, so a stall
+    assert dog.tick(cameras_down=True) is True  # down and reconnecting: the process copes
+    assert not dog.is_stalled(cameras_down=True)
+    clock.now = 116.0  # the worker has not looped for 6 s: hung, outage or not
+    assert dog.tick(cameras_down=True) is False
+    assert dog.is_stalled(cameras_down=True)
+    assert abstract_socket.pending() == 1
+
+
 def test_watchdog_without_watchdogsec_never_pings(
     abstract_socket: FakeSystemd, monkeypatch: pytest.MonkeyPatch
 ) -> None:

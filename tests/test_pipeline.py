@@ -105,6 +105,23 @@ def test_pipeline_tracks_a_plate_and_flush_publishes_its_event_with_a_crop(
     assert pipeline.flush() == ()  # nothing left
 
 
+def test_a_camera_that_goes_quiet_publishes_its_plate_after_max_gap_seconds(
+    detector: PlateDetector, plate_scene: tuple[np.ndarray, list[Detection]]
+) -> None:
+    image, _ = plate_scene
+    published: list[PlateEvent] = []
+    pipeline = CameraPipeline(_camera(), detector, TrackerConfig(min_frames=3, max_gap_s=2.0),
+                              EventSequencer(), published.append)
+    frames = _frames(image, 3)
+    for frame in frames:
+        pipeline.process(frame)
+    live = pipeline.active_tracks
+    assert pipeline.expire(frames[-1].timestamp + 1.0) == () and pipeline.active_tracks == live >= 1
+    events = pipeline.expire(frames[-1].timestamp + 2.5)  # no frame since: the camera is down
+    assert events and list(events) == published and all(e.frames_seen == 3 for e in events)
+    assert pipeline.active_tracks == 0 and pipeline.flush() == ()
+
+
 def test_a_mask_over_the_plate_silences_it(
     detector: PlateDetector, plate_scene: tuple[np.ndarray, list[Detection]]
 ) -> None:

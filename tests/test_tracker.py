@@ -401,6 +401,21 @@ def test_lost_after_max_gap_seconds() -> None:
     assert report.track.last_frame == 4 and not tracker.live_tracks
 
 
+def test_a_camera_that_sends_no_frames_ends_its_tracks_after_max_gap_seconds() -> None:
+    tracker = Tracker(TrackerConfig(max_gap_s=2.0))
+    updates = run(tracker, [[detection(0, 0, "KL34MNO"), detection(400, 300, "AB12CDE")] for _ in range(5)]
+                  + [[detection(400, 300, "AB12CDE")] for _ in range(5)])  # KL34MNO leaves after frame 4
+    assert not ended(updates) and len(tracker.live_tracks) == 2
+    frame_4, frame_9 = (1_700_000_000.0 + n / FPS for n in (4, 9))
+    # the camera drops after frame 9: no frame comes to count misses on, time alone ends tracks
+    assert not tracker.expire(frame_9 + 1.0, 9).ended
+    first = tracker.expire(frame_4 + 2.05, 9)
+    assert [r.reading.text for r in first.ended] == ["KL34MNO"] and len(tracker.live_tracks) == 1
+    second = tracker.expire(frame_9 + 2.05, 9)
+    assert [r.reading.text for r in second.ended] == ["AB12CDE"] and not tracker.live_tracks
+    assert all(r.end_reason is EndReason.LOST for r in (*first.ended, *second.ended))
+
+
 def test_stationary_car_gives_one_event() -> None:
     tracker = Tracker(TrackerConfig(max_age_s=5.0))
     rng = np.random.default_rng(3)

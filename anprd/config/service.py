@@ -74,7 +74,8 @@ class NotifyConfig(AnprdBaseModel):
         le=3600,
         description=(
             "Stop sending WATCHDOG=1 when no frame was processed for this long, so systemd "
-            "restarts a stalled pipeline (after the unit's WatchdogSec)."
+            "restarts a stalled pipeline (after the unit's WatchdogSec); not while every camera "
+            "is down and being reconnected."
         ),
     )
     drain_timeout_s: float = Field(

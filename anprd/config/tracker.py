@@ -27,7 +27,8 @@ class TrackerConfig(AnprdBaseModel):
     max_gap_s: float = Field(
         2.0,
         gt=0,
-        description="Seconds without a match after which a track ends, whatever the frame rate.",
+        description="Seconds without a match after which a track ends, whatever the frame rate "
+        "(and while a camera that dropped sends none).",
     )
     max_age_s: float = Field(
         60.0,
