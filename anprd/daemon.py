@@ -64,7 +64,7 @@ _ABORT_GRACE_S = 5.0
 _REBIND_WINDOW_S = 2.0
 _STARTUP_ERRORS = (ConfigError, ModelError, SourceError, PublisherError, MetricsServerError)
 # Detector settings fixed when the model is loaded; a change loads the model again.
-_DETECTOR_LOAD_FIELDS = ("device", "threads", "prefilter", "prefilter_model")
+_DETECTOR_LOAD_FIELDS = ("device", "threads", "prefilter", "prefilter_model", "reader")
 
 
 class _Waker:
@@ -496,6 +496,9 @@ class Daemon:
         if _detector_needs_load(old.detector, new.detector, self._detector.model_dir, self._base_dir):
             detector = PlateDetector.from_config(new.detector, self._base_dir)
             warm_up(detector)
+            if new.detector.threads != old.detector.threads:
+                logger.warning("detector.threads takes effect at the next start: TensorFlow's thread "
+                               "pools are made once per process")
         publisher = None
         rebuild_publisher = False
         if new.publisher != old.publisher:
@@ -560,7 +563,10 @@ class Daemon:
                         retired.append(running.source)
                     else:
                         self._metrics.add_camera(config.id)
-                    cameras[config.id] = _Camera(config, source, self._new_pipeline(config))
+                    pipeline = self._new_pipeline(config)
+                    if running is not None:  # the same camera: a car still in view is not new
+                        pipeline.take_recent_reports(running.pipeline)
+                    cameras[config.id] = _Camera(config, source, pipeline)
                     logger.info("camera %s: opened %s", config.id, mask_url(config.url))
                     continue
                 assert running is not None

@@ -197,9 +197,15 @@ class CameraPipeline:
         """Restart tracking with new settings; live tracks are flushed first (their events are
         published and returned), since a tracker's rules cannot change under a live track."""
         events = self.flush()
-        self._tracker = Tracker(config, self._camera.id)
+        earlier, self._tracker = self._tracker, Tracker(config, self._camera.id)
+        self._tracker.take_recent_reports(earlier)
         self._emitter = EventEmitter(self._sequencer)
         return events
+
+    def take_recent_reports(self, earlier: CameraPipeline) -> None:
+        """Remember the plates `earlier` (this camera's pipeline before a reload) reported lately,
+        so that a car still in view is the same passage, not a new event."""
+        self._tracker.take_recent_reports(earlier._tracker)
 
     def process(self, frame: Frame) -> ProcessedFrame:
         """Detect, mask, track and publish the events of one frame."""

@@ -402,6 +402,12 @@ class Tracker:
         self._states = survivors
         return self._snapshot(frame_time, frame_number, confirmed, provisional, ended, suppressed)
 
+    def take_recent_reports(self, earlier: Tracker) -> None:
+        """Carry `earlier`'s recent reports (`same_plate_window_s`) into this tracker, which takes
+        over from it on the same camera (a reload that flushed its tracks): a car still in view
+        then continues that passage instead of making a second event."""
+        self._recent_plates = deque(earlier._recent_plates)
+
     def expire(self, now: float, frame_number: int) -> TrackerUpdate:
         """End the tracks not matched for more than `max_gap_s` before `now`, with no frame to
         count misses on (a camera that is down): their events go out now, not when it returns."""

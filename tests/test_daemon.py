@@ -444,6 +444,17 @@ def test_a_daemon_started_before_its_camera_is_ready_and_keeps_pinging(
     assert run.wait_exit() == 0, run.stderr[-3000:]
 
 
+def test_a_reload_that_changes_the_reader_loads_the_detector_again() -> None:
+    from anprd.daemon import _detector_needs_load
+    from anprd.detector import resolve_model_dir
+
+    loaded = resolve_model_dir(DetectorConfig().model, REPO)
+    old = DetectorConfig()
+    assert _detector_needs_load(old, DetectorConfig(reader="window"), loaded, REPO)  # readers built at load
+    assert _detector_needs_load(old, DetectorConfig(prefilter="none"), loaded, REPO)
+    assert not _detector_needs_load(old, DetectorConfig(presence_threshold=0.9), loaded, REPO)  # retuned
+
+
 def _top_plates(event: dict, count: int = 2) -> set[str]:
     return {normalise_plate(c["plate"]) for c in event["candidates"][:count]}
 

@@ -122,6 +122,23 @@ def test_a_camera_that_goes_quiet_publishes_its_plate_after_max_gap_seconds(
     assert pipeline.active_tracks == 0 and pipeline.flush() == ()
 
 
+def test_a_tracker_reload_reports_a_car_still_in_view_once(
+    detector: PlateDetector, plate_scene: tuple[np.ndarray, list[Detection]]
+) -> None:
+    image, _ = plate_scene
+    published: list[PlateEvent] = []
+    pipeline = CameraPipeline(_camera(), detector, TrackerConfig(min_frames=3), EventSequencer(),
+                              published.append)
+    frames = _frames(image, 6)
+    for frame in frames[:3]:
+        pipeline.process(frame)
+    reported = pipeline.set_tracker_config(TrackerConfig(min_frames=2))  # live tracks flushed
+    assert reported and list(reported) == published
+    for frame in frames[3:]:  # the same car, still there
+        pipeline.process(frame)
+    assert pipeline.flush() == () and list(reported) == published
+
+
 def test_a_mask_over_the_plate_silences_it(
     detector: PlateDetector, plate_scene: tuple[np.ndarray, list[Detection]]
 ) -> None:

@@ -416,6 +416,27 @@ def test_a_camera_that_sends_no_frames_ends_its_tracks_after_max_gap_seconds() -
     assert all(r.end_reason is EndReason.LOST for r in (*first.ended, *second.ended))
 
 
+def test_a_tracker_taking_over_after_a_reload_does_not_report_a_parked_car_again() -> None:
+    config = TrackerConfig(min_frames=3)
+    before = Tracker(config)
+    parked = [[detection(400, 300, "KL34MNO")] for _ in range(20)]
+    updates = run(before, parked)
+    (flushed,) = before.flush(1_700_000_000.0 + 19 / FPS, 19).ended  # the reload publishes it
+    assert flushed.reading.text == "KL34MNO"
+
+    def second_passage(take_over: bool) -> list[TrackReport]:
+        after = Tracker(config)
+        if take_over:
+            after.take_recent_reports(before)
+        later = run(after, parked, start=20)  # the car is still there
+        finish(after, later)
+        return ended(later)
+
+    assert second_passage(take_over=False)  # a fresh tracker: the same car a second time
+    assert second_passage(take_over=True) == []
+    assert not ended(updates)
+
+
 def test_stationary_car_gives_one_event() -> None:
     tracker = Tracker(TrackerConfig(max_age_s=5.0))
     rng = np.random.default_rng(3)
