@@ -21,7 +21,7 @@ import threading
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 import zmq
 
@@ -72,36 +72,72 @@ class EventSpool:
         self._backups = backups
         self._fsync = fsync
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] | None = self._open()
+        self._fd: int | None = self._open()
+        self._closed = False
         self.lines_written = 0
 
     @property
     def path(self) -> Path:
         return self._path
 
-    def _open(self) -> IO[bytes]:
+    def _open(self) -> int:
         # Plates are personal data: a new spool file is readable by its owner only, whatever the
-        # umask (systemd's unit sets 0077 too). Kept open for the spool's lifetime.
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return os.fdopen(fd, "ab")
+        # umask (systemd's unit sets 0077 too). Kept open for the spool's lifetime; unbuffered, so
+        # a failed append leaves nothing behind to be written with a later one.
+        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._drop_partial_line(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _drop_partial_line(self, fd: int) -> None:
+        """Cut a last line without its newline (the process died mid-append), which no JSON-lines
+        reader could parse and the next record would be glued to; it was never published."""
+        size = end = os.fstat(fd).st_size
+        while end > 0:
+            start = max(0, end - 65536)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            os.ftruncate(fd, end)
+            logger.warning("event spool %s: dropped an unfinished last line (%d bytes)",
+                           self._path, size - end)
 
     def append(self, line: bytes) -> None:
-        """Append one line (a newline is added) and make it durable."""
-        if self._file is None:
+        """Append one line (a newline is added) and make it durable. On an error (a full disk) the
+        file is cut back to its last whole line and the error raised: the event was not recorded."""
+        if self._closed:
             raise ValueError(f"spool {self._path} is closed")
+        if self._fd is None:  # a rotation could not open the new file: try again
+            self._fd = self._open()
         record = line + b"\n"
-        size = self._file.tell()
+        size = os.fstat(self._fd).st_size
         if size > 0 and size + len(record) > self._max_bytes:
             self._rotate()
-        self._file.write(record)
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
+            size = 0
+        try:
+            written = 0
+            while written < len(record):  # a write near a full disk can be partial
+                written += os.write(self._fd, record[written:])
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as exc:
+                logger.error("event spool %s: cannot cut a failed append: %s", self._path, exc)
+            raise
         self.lines_written += 1
 
     def _rotate(self) -> None:
-        assert self._file is not None
-        self._file.close()
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
         for index in range(self._backups - 1, 0, -1):
             older = self._path.with_name(f"{self._path.name}.{index}")
             if older.exists():
@@ -113,12 +149,13 @@ class EventSpool:
                 os.fsync(directory)
             finally:
                 os.close(directory)
-        self._file = self._open()
+        self._fd = self._open()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._closed = True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class EventPublisher:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,9 +19,11 @@ import zmq
 
 from anprd.config.publisher import PublisherConfig
 from anprd.events import EventSequencer
-from anprd.publisher import EventPublisher, PublisherError, Topic, topic_for
+from anprd.publisher import EventPublisher, EventSpool, PublisherError, Topic, topic_for
 from anprd.subscriber import EventDecodeError, EventSubscriber, subscribe_command
 from anprd.types import Box, Candidate, PlateEvent
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema" / "plate_event.schema.json"
 PROBE = "PROBE"  # plate of the events sent until a subscriber is known to be connected
@@ -211,6 +215,45 @@ def test_spool_rotates_by_size_without_losing_events(
     events = [json.loads(line) for path in files for line in path.read_text().splitlines()]
     assert [e["sequence"] for e in events] == list(range(1, 31))
     validator.validate(events[0])
+
+
+def test_spool_drops_an_unfinished_last_line_left_by_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"sequence":1}\n{"seq')  # the process died mid-append
+    spool = EventSpool(path, max_bytes=1 << 20, backups=1, fsync=False)
+    spool.append(b'{"sequence":2}')
+    spool.close()
+    assert path.read_bytes() == b'{"sequence":1}\n{"sequence":2}\n'
+
+
+FULL_DISK = """
+import os, resource, signal, sys
+from anprd.publisher import EventSpool
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (150, hard))  # a disk that fills at 150 bytes
+spool = EventSpool(sys.argv[1], max_bytes=1 << 20, backups=1, fsync=False)
+record = b'{"sequence":%d,"pad":"' + b"x" * 40 + b'"}'
+for n in range(1, 6):
+    try:
+        spool.append(record % n)
+    except OSError as exc:
+        print(n, exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+spool.append(b'{"sequence":9}')  # space again: the next append starts on a line of its own
+"""
+
+
+def test_a_full_disk_leaves_only_whole_lines_in_the_spool(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    failed = [int(line.split()[0]) for line in result.stdout.splitlines()]
+    assert failed == [3, 4, 5]  # two 57-byte lines fit in 150 bytes, the third does not
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["sequence"] for line in lines] == [1, 2, 9]
+    assert all(line.endswith(b"\n") for line in lines)
 
 
 def test_stopped_publisher_refuses_to_send(context: zmq.Context) -> None:
