@@ -138,12 +138,14 @@ class CameraConfig(AnprdBaseModel):
         "(all frames are still read, to keep latency low).",
     )
     open_timeout_s: float = Field(
-        5.0, gt=0, description="Give up opening a stream after this many seconds."
+        5.0, gt=0, description="Give up opening a network stream after this many seconds (webcams: "
+        "V4L2's own timeout)."
     )
     read_timeout_s: float = Field(
         3.0,
         gt=0,
-        description="Treat a stream as lost when no frame arrives for this long.",
+        description="Treat a network stream as lost when no frame arrives for this long (webcams: "
+        "V4L2's own timeout).",
     )
     reconnect_backoff_min_s: float = Field(
         1.0,
