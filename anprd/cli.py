@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -22,8 +23,27 @@ class UserError(Exception):
 
 
 def _quiet_tensorflow() -> None:
+    """Load TensorFlow with stderr set aside: while it loads it prints absl and oneDNN notices
+    whatever its log level, and a user error must stay one line. Shown if loading fails."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401 - loads TensorFlow too; both print at load
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            sys.stderr.flush()
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _detector_config(args: argparse.Namespace):
@@ -52,16 +72,9 @@ def _load_detector(args: argparse.Namespace):
 
 
 def _read_image(path: Path):
-    import cv2
+    from anprd.imageio import read_image
 
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected an image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{path}: not a readable image (JPEG, PNG, BMP, WebP or TIFF)")
-    return image
+    return read_image(path)  # ImageReadError: one line naming the file and the reason
 
 
 def draw_detections(image, detections, track_ids: list[int] | None = None):
@@ -99,13 +112,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     paths = [Path(p) for p in args.images]
     images = [(p, _read_image(p)) for p in paths]  # fail on a bad input before loading the model
-    detector = _load_detector(args)
     annotate_dir = None
     if args.annotate:
         out = Path(args.annotate)
         if len(paths) > 1 or out.suffix.lower() not in IMAGE_SUFFIXES:
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"{out}: cannot make the folder for annotated images "
+                                f"({exc.strerror or exc})") from None
             annotate_dir = out
+    targets = _annotation_targets(paths, annotate_dir) if annotate_dir else {}
+    detector = _load_detector(args)
     for path, image in images:
         detections = detector.detect(image)
         if args.json:
@@ -117,10 +135,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 print(f"  {d.text:<10} confidence {d.confidence:.3f}  box x={d.box.x:.0f} y={d.box.y:.0f} "
                       f"w={d.box.w:.0f} h={d.box.h:.0f}  candidates: {cands}")
         if args.annotate:
-            target = annotate_dir / f"{path.stem}.annotated.jpg" if annotate_dir else Path(args.annotate)
-            if not cv2.imwrite(str(target), draw_detections(image, detections)):
-                raise UserError(f"{target}: cannot write annotated image")
+            target = targets[path] if annotate_dir else Path(args.annotate)
+            encoded, data = cv2.imencode(target.suffix, draw_detections(image, detections))
+            try:
+                if not encoded:
+                    raise OSError("cannot encode the image")
+                target.write_bytes(data.tobytes())  # by bytes: any file name (see anprd.imageio)
+            except OSError as exc:
+                raise UserError(f"{target}: cannot write annotated image ({exc.strerror or exc})") from None
     return 0
+
+
+def _annotation_targets(paths: list[Path], folder: Path) -> dict[Path, Path]:
+    """`NAME.annotated.jpg` in `folder` per input; inputs of one name from different folders get
+    `NAME-2.annotated.jpg`, ... rather than overwrite each other."""
+    targets: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for path in paths:
+        name, n = path.stem, 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}"
+        taken.add(name)
+        targets[path] = folder / f"{name}.annotated.jpg"
+    return targets
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -148,14 +186,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.train_args[:1] == ["reader"]:  # `anprd train reader ...`: the plate reader
+def cmd_train(train_args: list[str]) -> int:
+    """`anprd train ARGS` is `python -m train.train ARGS`; `anprd train reader ARGS` is
+    `python -m train.train_reader ARGS`."""
+    if train_args[:1] == ["reader"]:
         from train.train_reader import main as train_reader_main
 
-        return train_reader_main(args.train_args[1:])
+        return train_reader_main(train_args[1:])
     from train.train import main as train_main
 
-    return train_main(args.train_args)
+    return train_main(train_args)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -225,28 +265,33 @@ def build_parser() -> argparse.ArgumentParser:
                                      "`reader` first the plate reader (python -m train.train_reader)",
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=lambda args: cmd_train(args.train_args))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # every option after it is the trainer's (argparse would claim --run)
+        command, run = "train", lambda: cmd_train(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.func(args)
     try:
-        return args.func(args)
+        return run()
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # user-facing errors become one line; anything else is a real bug
         if _is_user_error(exc):
-            print(f"anprd {args.command}: {exc}", file=sys.stderr)
+            print(f"anprd {command}: {exc}", file=sys.stderr)
             return 2
         raise
 
 
 def _is_user_error(exc: Exception) -> bool:
     names = {"UserError", "ConfigError", "ModelError", "EvalError", "SourceError", "FontMissingError",
-             "PublisherError"}
+             "PublisherError", "ImageReadError"}
     return type(exc).__name__ in names or isinstance(exc, (FileNotFoundError, PermissionError))
 
 

@@ -301,7 +301,8 @@ class PlateDetector:
             self.meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{meta_path}: unreadable model metadata ({exc})") from None
-        if self.meta.get("format") != "anprd-plate-net/1" or self.meta.get("alphabet") != ALPHABET:
+        if (not isinstance(self.meta, dict) or self.meta.get("format") != "anprd-plate-net/1"
+                or self.meta.get("alphabet") != ALPHABET):
             raise ModelError(f"{meta_path}: not an anprd plate model of a known format")
         weights = model_dir / "weights.weights.h5"
         if not weights.is_file():
@@ -321,8 +322,12 @@ class PlateDetector:
         if config.device == "gpu" and not gpus:
             raise ModelError("detector.device is 'gpu' but TensorFlow sees no GPU")
         self.device = "/GPU:0" if gpus and config.device != "cpu" else "/CPU:0"
+        try:
+            net_config = NetConfig.from_json(self.meta["net"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(f"{meta_path}: bad \"net\" description ({exc!r})") from None
         with tf.device(self.device):
-            self.net = PlateNet(NetConfig.from_json(self.meta["net"]))
+            self.net = PlateNet(net_config)
             try:
                 self.net.window_model.load_weights(weights)
             except Exception as exc:  # h5py/keras raise many types for a bad file
@@ -352,7 +357,7 @@ class PlateDetector:
             try:
                 weights = model_dir / record["weights"]
                 config = ReaderConfig.from_json(record["net"])
-            except (KeyError, TypeError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ModelError(f"{meta_path}: bad reader description ({exc})") from None
             if not weights.is_file():
                 raise ModelError(f"{weights}: reader weights missing (model.json names them)")

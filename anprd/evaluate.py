@@ -12,16 +12,17 @@ an empty box means an image without plates. Scoring:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from anprd.ctc import normalise_plate
+from anprd.imageio import read_image
 from anprd.types import Box, Detection
 
 __all__ = ["EvalError", "EvalReport", "LabelledImage", "edit_distance", "evaluate", "read_labels",
@@ -66,6 +67,8 @@ def read_labels(folder: Path) -> list[LabelledImage]:
             x, y, w, h = (float(c) for c in cols[1:5])
         except ValueError:
             raise EvalError(f"{where}: box must be numbers, got {cols[1:5]}") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            raise EvalError(f"{where}: box must be finite numbers, got {cols[1:5]}")
         plate = normalise_plate(cols[5]) if len(cols) == 6 else ""
         if w <= 0 or h <= 0 or not plate or not plate.isalnum():
             raise EvalError(f"{where}: need a positive box and a plate of letters/digits, got "
@@ -181,9 +184,7 @@ def evaluate(folder: Path, detect: Callable[[np.ndarray], list[Detection]],
     scores: list[ImageScore] = []
     elapsed = 0.0
     for i, item in enumerate(images):
-        image = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise EvalError(f"{item.path}: not a readable image")
+        image = read_image(item.path)  # ImageReadError names the file and the reason
         start = time.perf_counter()
         predicted = detect(image)
         elapsed += time.perf_counter() - start

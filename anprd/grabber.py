@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from anprd.config.source import CameraConfig, ReplayPace, SourceKind, mask_url
+from anprd.imageio import ImageReadError, read_image
 from anprd.types import Frame
 
 __all__ = [
@@ -253,10 +254,10 @@ class _FolderReader:
         while self._index < len(self._paths):
             path = self._paths[self._index]
             self._index += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is not None:
-                return image
-            logger.warning("%s: not a readable image; skipped", path)
+            try:
+                return read_image(path)
+            except ImageReadError as exc:  # a camera may still be writing it
+                logger.warning("%s; skipped", exc)
         return None
 
     def rewind(self) -> None:

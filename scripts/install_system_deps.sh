@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install the Debian packages anprd's tests and tools need: a GStreamer RTSP server (for the live
-# source tests, run by scripts/rtsp_server.py under the system python3) and the TrueType fonts the
-# synthetic plate generator renders with. Idempotent: does nothing when everything is installed.
+# Install the Debian packages anprd's set-up, tests and tools need: python3-venv, a GStreamer RTSP
+# server (for the live source tests, run by scripts/rtsp_server.py under the system python3) and
+# the TrueType fonts the synthetic plate generator renders with. Idempotent: does nothing when
+# everything is installed.
 set -euo pipefail
 
 packages=(
+    # `make setup`'s `python3 -m venv .venv` (Debian leaves ensurepip out of python3 itself)
+    python3-venv
     # RTSP test server (scripts/rtsp_server.py) and the decoders it needs
     gir1.2-gst-rtsp-server-1.0
     python3-gi
@@ -62,8 +65,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 echo "install_system_deps.sh: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq >/dev/null || fail "apt-get update failed"
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+# env, not export: sudo resets the environment, and a debconf prompt would wait unseen
+apt_env=(env DEBIAN_FRONTEND=noninteractive)
+"${sudo_cmd[@]}" "${apt_env[@]}" apt-get update -qq >/dev/null || fail "apt-get update failed"
+"${sudo_cmd[@]}" "${apt_env[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || fail "apt-get install failed for: ${missing[*]}"
 echo "install_system_deps.sh: done"

@@ -93,6 +93,12 @@ def test_a_home_folder_of_an_unknown_user_is_a_config_error(tmp_path: Path) -> N
     assert message.startswith(f"{path}: cameras.0.url: ") and "~no-such-user-anprd/clip.mp4" in message
 
 
+def test_a_password_in_a_wrongly_typed_value_is_masked(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cameras:\n  - id: a\n    url: [rtsp://admin:s3cret@10.0.0.5/x]\n")
+    message = config_error(path)
+    assert "cameras.0.url" in message and "s3cret" not in message and "admin:***@" in message
+
+
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

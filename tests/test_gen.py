@@ -158,6 +158,16 @@ def test_cli_rejects_a_missing_background_folder(tmp_path):
     assert "nope" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_names_an_output_folder_it_cannot_make(tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    result = subprocess.run([sys.executable, "-m", "train.gen", "--count", "1", "--out", str(taken)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("train.gen:")] == [
+        f"train.gen: cannot write to {taken}: File exists"]
+
+
 def test_character_centres_lie_inside_the_plate_in_reading_order(fonts, backgrounds):
     rng = np.random.default_rng(21)
     seen = 0

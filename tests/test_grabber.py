@@ -181,6 +181,20 @@ def test_image_folder_replays_in_natural_name_order(tmp_path: Path) -> None:
     )
 
 
+def test_image_folder_reads_latin1_names_and_skips_broken_files(tmp_path: Path) -> None:
+    folder = tmp_path / "sdcard"
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"caf\xe9.png")  # not UTF-8: cv2.imread(str) crashed on it
+    ok, png = cv2.imencode(".png", np.full((24, 32, 3), 77, np.uint8))
+    latin1.write_bytes(png.tobytes())
+    ok, jpeg = cv2.imencode(".jpg", np.full((24, 32, 3), 200, np.uint8))
+    (folder / "half.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])  # still being written
+    source = open_source(CameraConfig(id="sd", url=str(folder), replay_pace="fast"))
+    frames = read_until_done(source)
+    source.stop()
+    assert [int(f.image[0, 0, 0]) for f in frames] == [77]
+
+
 def test_loop_restarts_the_file_and_keeps_counting(sample_video: Path) -> None:
     length = len(decode_all(sample_video))
     camera = CameraConfig(

@@ -912,8 +912,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"train.gen: {exc}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "labels.tsv", "w", newline="") as fh:
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        labels = open(args.out / "labels.tsv", "w", newline="")  # noqa: SIM115 - closed by `with` below
+    except OSError as exc:
+        print(f"train.gen: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    with labels as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         if args.scenes:
             writer.writerow(["# file", "x", "y", "w", "h", "PLATE"])

@@ -298,12 +298,24 @@ def run_record(run: Path) -> dict:
     }
 
 
+class ExportError(Exception):
+    """A run that cannot be exported (not trained yet, no detector folder to join); one line."""
+
+
+def best_weights(run: Path) -> Path:
+    weights = run / "best.weights.h5"
+    if not weights.is_file():
+        raise ExportError(f"{weights} not found: {run} has not been trained (or is not a run folder)")
+    return weights
+
+
 def export(run: Path, out_dir: Path) -> None:
     """Copy the best weights and write the metadata the detector needs."""
     import shutil
 
+    weights = best_weights(run)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "best.weights.h5", out_dir / "weights.weights.h5")
+    shutil.copyfile(weights, out_dir / "weights.weights.h5")
     record = run_record(run)
     meta = {
         "format": "anprd-plate-net/1",
@@ -319,7 +331,7 @@ def export(run: Path, out_dir: Path) -> None:
     with contextlib.suppress(OSError, ValueError, KeyError):  # the folder's readers stay
         meta["readers"] = json.loads((out_dir / "model.json").read_text())["readers"]
     (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"exported {run / 'best.weights.h5'} -> {out_dir} (val {record['validation']})")
+    print(f"exported {weights} -> {out_dir} (val {record['validation']})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -479,7 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.export:
-        export(args.run, args.export)
+        try:
+            export(args.run, args.export)
+        except (ExportError, OSError) as exc:
+            print(f"train: {exc}", file=sys.stderr)
+            return 2
         return 0
     if not args.resume and (args.run / "state.json").exists():
         print(f"train: {args.run} already has a run; use --resume or another --run", file=sys.stderr)

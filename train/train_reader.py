@@ -28,7 +28,9 @@ from train.train import (
     CHAR_INDEX,
     MAX_LABEL,
     BatchSource,
+    ExportError,
     add_run_arguments,
+    best_weights,
     cached_validation,
     greedy_decode,
     labels_to_text,
@@ -127,19 +129,20 @@ def export(run: Path, out_dir: Path) -> None:
     detector reads each plate with every listed reader (`anprd.detector`)."""
     import shutil
 
+    weights = best_weights(run)
     meta_path = out_dir / "model.json"
     if not meta_path.is_file():
-        raise SystemExit(f"train_reader: {meta_path} not found; export the detector there first "
-                         "(python -m train.train --run RUN --export DIR)")
+        raise ExportError(f"{meta_path} not found; export the detector there first "
+                          "(python -m train.train --run RUN --export DIR)")
     name = f"reader-{run.name}.weights.h5"
-    shutil.copyfile(run / "best.weights.h5", out_dir / name)
+    shutil.copyfile(weights, out_dir / name)
     meta = json.loads(meta_path.read_text())
     record = {"weights": name, "input": {"width": 128, "height": 32, "channels": 1},
               "text_columns": READER_COLUMNS, **run_record(run), "minutes": training_minutes(run),
               "stages": training_stages(run)}
     meta["readers"] = [*(r for r in meta.get("readers", []) if r.get("weights") != name), record]
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"exported {run / 'best.weights.h5'} -> {out_dir / name} (val {record['validation']})")
+    print(f"exported {weights} -> {out_dir / name} (val {record['validation']})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.export:
-        export(args.run, args.export)
+        try:
+            export(args.run, args.export)
+        except (ExportError, OSError) as exc:
+            print(f"train_reader: {exc}", file=sys.stderr)
+            return 2
         return 0
     if not args.resume and (args.run / "state.json").exists():
         print(f"train_reader: {args.run} already has a run; use --resume or another --run", file=sys.stderr)

@@ -197,7 +197,7 @@ def _describe_value(value: Any, limit: int = 60) -> str:
         text = json.dumps(value, default=str)
     else:
         text = repr(value)
-    text = " ".join(text.split())  # one line, whatever the value holds
+    text = mask_url(" ".join(text.split()))  # one line; no password, whatever the value holds
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -1,0 +1,45 @@
+"""Reading image files for the CLI, `anprd eval` and folder cameras.
+
+Files are read as bytes and decoded in memory: `cv2.imread` takes a `str` path and crashes the
+process on a file name that is not valid UTF-8 (Latin-1 names written by cameras), and it says
+neither why a file could not be read nor that a JPEG was cut short (it may decode the top part and
+fill the rest with grey).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["ImageReadError", "read_image"]
+
+IMAGE_KINDS = "JPEG, PNG, BMP, WebP or TIFF"
+_JPEG_START, _JPEG_SCAN, _JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be used; the one-line message names the file and the reason."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The BGR uint8 image in `path`; raises `ImageReadError` naming the file otherwise."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a folder, expected an image file") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if data.startswith(_JPEG_START):
+        # Entropy-coded data never holds FF D9 (an FF there is followed by 00), so a JPEG with no
+        # end-of-image marker after its first scan was cut short (a copy or a write unfinished).
+        scan = data.find(_JPEG_SCAN)
+        if scan < 0 or data.find(_JPEG_END, scan) < 0:
+            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image ({IMAGE_KINDS})")
+    return image
