@@ -33,17 +33,18 @@ def _quiet_tensorflow() -> None:
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        loaded = False
         try:
             import keras  # noqa: F401 - loads TensorFlow too; both print at load
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.buffer.write(captured.read())
-            sys.stderr.flush()
-            raise
+
+            loaded = True
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if not loaded:  # what TensorFlow said may explain why
+                captured.seek(0)
+                sys.stderr.buffer.write(captured.read())
+                sys.stderr.flush()
 
 
 def _detector_config(args: argparse.Namespace):
