@@ -72,12 +72,6 @@ def _load_detector(args: argparse.Namespace):
     return PlateDetector.from_config(config, base_dir)
 
 
-def _read_image(path: Path):
-    from anprd.imageio import read_image
-
-    return read_image(path)  # ImageReadError: one line naming the file and the reason
-
-
 def draw_detections(image, detections, track_ids: list[int] | None = None):
     """A copy of `image` with each plate's box, text and confidence drawn for a person to look at."""
     import cv2
@@ -111,8 +105,10 @@ def detection_json(det) -> dict:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
+    from anprd.imageio import read_image  # ImageReadError: one line naming the file and the reason
+
     paths = [Path(p) for p in args.images]
-    images = [(p, _read_image(p)) for p in paths]  # fail on a bad input before loading the model
+    images = [(p, read_image(p)) for p in paths]  # fail on a bad input before loading the model
     annotate_dir = None
     if args.annotate:
         out = Path(args.annotate)

@@ -1,11 +1,11 @@
 """List the plates of a synthetic scene set that carry an occluding bar, and the characters under it.
 
-    python scripts/occluded_plates.py --seed 525252 --count 150 --labels data/synth-test-s9/labels.tsv
+    python scripts/occluded_plates.py --seed 525252 --count 150 --set data/synth-test-s9
 
 The generator paints a bar across 3% of scene plates (`train.gen.occlusion_bar`) and keeps the full
 text as the label, so a bar over a character can make a plate unreadable for any reader. The scenes
 are regenerated from the seed and count of `python -m train.gen --scenes` (the generator is
-deterministic; `--labels` checks that the texts match the set's labels.tsv) and each bar is related
+deterministic; `--set` checks that the texts match the set's labels.tsv) and each bar is related
 to the plate's character centres: a character is "under" the bar when its centre lies within 0.3 of
 the character pitch of it.
 """
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 import train.gen as gen
+from anprd.evaluate import EvalError, read_labels
 from train.fonts import available_fonts
 
 __all__ = ["main", "occluded_plates"]
@@ -76,28 +77,24 @@ def occluded_plates(seed: int, count: int) -> tuple[list[tuple[str, str]], list[
     return labels, barred
 
 
-def read_texts(labels: Path) -> list[tuple[str, str]]:
-    rows = [line.split("\t") for line in labels.read_text().splitlines() if line and not line.startswith("#")]
-    return [(row[0], row[5]) for row in rows]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/occluded_plates.py",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, required=True, help="the set's train.gen --seed")
     parser.add_argument("--count", type=int, required=True, help="the set's train.gen --count")
-    parser.add_argument("--labels", type=Path, help="the set's labels.tsv, to check the regenerated texts")
+    parser.add_argument("--set", type=Path, help="the set's folder, whose labels.tsv the regenerated texts "
+                        "must match")
     args = parser.parse_args(argv)
     labels, barred = occluded_plates(args.seed, args.count)
-    if args.labels is not None:
+    if args.set is not None:
         try:
-            expected = read_texts(args.labels)
-        except (OSError, IndexError, UnicodeDecodeError) as exc:
-            print(f"occluded_plates: cannot read {args.labels}: {exc}", file=sys.stderr)
+            expected = [(item.path.name, text) for item in read_labels(args.set) for _, text in item.plates]
+        except EvalError as exc:
+            print(f"occluded_plates: {exc}", file=sys.stderr)
             return 2
         if expected != labels:
-            print(f"occluded_plates: {args.labels} does not match --seed {args.seed} --count {args.count} "
-                  "with this generator", file=sys.stderr)
+            print(f"occluded_plates: {args.set / 'labels.tsv'} does not match --seed {args.seed} "
+                  f"--count {args.count} with this generator", file=sys.stderr)
             return 1
     print("file\tplate\tunder_bar")
     for name, text, under in barred:

@@ -326,5 +326,5 @@ def test_occluded_plates_regenerates_a_scene_set_and_names_the_characters_under_
     assert labels == written  # watching the bars does not change what is drawn
     assert barred and {(name, text) for name, text, _ in barred} <= set(labels)
     assert all(set(under) <= set(text) for _, text, under in barred)
-    assert main(["--seed", "525252", "--count", "40", "--labels", str(out / "labels.tsv")]) == 0
-    assert main(["--seed", "1", "--count", "40", "--labels", str(out / "labels.tsv")]) == 1
+    assert main(["--seed", "525252", "--count", "40", "--set", str(out)]) == 0
+    assert main(["--seed", "1", "--count", "40", "--set", str(out)]) == 1
