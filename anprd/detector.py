@@ -279,6 +279,43 @@ def level_crops(regions: list[Region], scale: float, height: int, width: int
             if band[1] >= r.plate_widths[0] and band[0] <= r.plate_widths[1]]
 
 
+MOSAIC_WIDTH = 1024  # page width for region crops (wider if a crop is)
+MOSAIC_PAGE_ROWS = 2048  # most rows per page: bounds one call's memory on images with many regions
+MOSAIC_ROW_STEP = 64  # page heights are rounded up to this, so that page shapes repeat from frame to frame
+MOSAIC_GAP = 8  # pixels between packed crops, filled with each crop's edge pixels
+
+
+_Page = tuple[tuple[int, int], list[tuple[int, tuple[int, int]]]]  # (height, width), [(crop index, (y, x))]
+
+
+def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
+    """Pages (height, width) holding crops of `sizes` (height, width) side by side on shelves, each
+    with the crops it holds as (index, (y, x)) at multiples of the grid stride.
+
+    One network call per page instead of one per crop or batch: a call costs about 2 ms however small
+    its input, and each new input shape costs 3-4 ms more (oneDNN builds its kernels per shape), while
+    pages come in a few repeating shapes. At multiples of 8 a crop's cells are its own grid's.
+    """
+    footprints = [(-(-(h + MOSAIC_GAP) // 8) * 8, -(-(w + MOSAIC_GAP) // 8) * 8) for h, w in sizes]
+    width = max([MOSAIC_WIDTH, *(fw for _, fw in footprints)])
+    width = -(-width // 128) * 128
+    pages: list[_Page] = []
+    placed: list[tuple[int, tuple[int, int]]] = []
+    y = x = shelf = 0
+    for index in sorted(range(len(sizes)), key=lambda i: -footprints[i][0]):
+        fh, fw = footprints[index]
+        if x + fw > width:  # next shelf
+            y, x, shelf = y + shelf, 0, 0
+        if placed and y + max(shelf, fh) > MOSAIC_PAGE_ROWS:  # next page
+            pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, width), placed))
+            placed, y, x, shelf = [], 0, 0, 0
+        placed.append((index, (y, x)))
+        x, shelf = x + fw, max(shelf, fh)
+    if placed:
+        pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, width), placed))
+    return pages
+
+
 class PlateDetector:
     """Loads the model once and finds plates in images. Not thread-safe; one per inference worker.
 
@@ -335,9 +372,6 @@ class PlateDetector:
         self._tf = tf
         self._detect_fn = tf.function(lambda x: self.net.detection_model(x, training=False),
                                       input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
-        self._detect_batch_fn = tf.function(
-            lambda x: self.net.detection_model(x, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
         self._read_fn = tf.function(lambda x: self.net.window_model(x, training=False),
                                     input_signature=[tf.TensorSpec([None, 64, 128, 1], tf.float32)])
         self.readers = self._load_readers(model_dir) if config.reader == "auto" else []
@@ -378,21 +412,16 @@ class PlateDetector:
         return cls(resolve_model_dir(config.model, base_dir), config, base_dir)
 
     # -- stage 1-2: the pyramid and the convolutional presence grid ----------------------------------
-    def _level_hits(self, out: dict, index: int, scale: float, origin: tuple[float, float] = (0.0, 0.0),
-                    valid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Hits of batch item `index` of a detection-model output for a level at `scale`, as plate boxes
-        in image pixels (`origin` is where the level's crop starts). With `valid` (height, width of
-        the level inside a padded batch), only the grid cells the level alone would have are kept."""
-        logits = out["presence"].numpy()[index, :, :, 0]
-        if valid is not None:  # the grid of an h x w input: ceil(h / 8) - 7 rows, ceil(w / 8) - 15 columns
-            rows_valid = -(-valid[0] // 8) - (WINDOW_H // 8 - 1)
-            cols_valid = -(-valid[1] // 8) - (WINDOW_W // 8 - 1)
-            logits = logits[:rows_valid, :cols_valid]
+    def _level_hits(self, logits: np.ndarray, box_frac: np.ndarray, scale: float,
+                    origin: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray] | None:
+        """Hits of one level's (or one crop's) presence grid, (rows, cols) logits and (rows, cols, 4)
+        plate boxes as fractions of the window, as plate boxes in image pixels (`origin` is where
+        the level's crop starts)."""
         threshold_logit = math.log(self.config.presence_threshold / (1 - self.config.presence_threshold))
         rows, cols = np.nonzero(logits > threshold_logit)
         if len(rows) == 0:
             return None
-        frac = out["box"].numpy()[index, rows, cols]  # plate box as fractions of its window
+        frac = box_frac[rows, cols]
         x = cols[:, None] * 8 + frac[:, [0, 2]] * WINDOW_W  # (N, 2): x0, x1
         y = rows[:, None] * 8 + frac[:, [1, 3]] * WINDOW_H  # (N, 2): y0, y1
         boxes = np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1) / scale
@@ -406,7 +435,7 @@ class PlateDetector:
             level = _resize(gray, scale)
             with self._tf.device(self.device):
                 out = self._detect_fn(level[None, :, :, None].astype(np.float32))
-            found = self._level_hits(out, 0, scale)
+            found = self._level_hits(out["presence"].numpy()[0, :, :, 0], out["box"].numpy()[0], scale)
             if found is not None:
                 boxes.append(found[0])
                 scores.append(found[1])
@@ -414,45 +443,45 @@ class PlateDetector:
 
     def _region_hits(self, gray: np.ndarray, regions: list[Region], scales: list[float]
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The presence grid inside pre-filter regions only: each level runs on its `level_crops`,
-        padded to common sizes and run in batches."""
+        """The presence grid inside pre-filter regions only: each level's `level_crops`, resized and
+        run on pages (`_paged_grids`)."""
         h, w = gray.shape[:2]
-        boxes, scores = [], []
+        crops = []  # (resized crop, its scale, where it starts in the image)
         for scale in scales:
-            crops = []
             for x0, y0, x1, y1 in level_crops(regions, scale, h, w):
                 level = _resize(gray[y0:y1, x0:x1], scale)
                 if level.shape[0] >= WINDOW_H and level.shape[1] >= WINDOW_W:
-                    crops.append((level, (float(x0), float(y0))))
-            for batch in self._batches(crops):
-                bh, bw = max(c.shape[0] for c, _ in batch), max(c.shape[1] for c, _ in batch)
-                tensor = np.stack([cv2.copyMakeBorder(c, 0, bh - c.shape[0], 0, bw - c.shape[1],
-                                                      cv2.BORDER_REPLICATE) for c, _ in batch])
-                with self._tf.device(self.device):
-                    out = self._detect_batch_fn(tensor[..., None].astype(np.float32))
-                for i, (crop, origin) in enumerate(batch):
-                    found = self._level_hits(out, i, scale, origin, crop.shape[:2])
-                    if found is not None:
-                        boxes.append(found[0])
-                        scores.append(found[1])
+                    crops.append((level, scale, (float(x0), float(y0))))
+        boxes, scores = [], []
+        grids = self._paged_grids([crop for crop, _, _ in crops])
+        for (logits, box_frac), (_, scale, origin) in zip(grids, crops, strict=True):
+            found = self._level_hits(logits, box_frac, scale, origin)
+            if found is not None:
+                boxes.append(found[0])
+                scores.append(found[1])
         return boxes, scores
 
-    @staticmethod
-    def _batches(crops: list[tuple[np.ndarray, tuple[float, float]]]
-                 ) -> list[list[tuple[np.ndarray, tuple[float, float]]]]:
-        """Crops grouped so that padding each group to its largest crop at most doubles the work."""
-        crops = sorted(crops, key=lambda c: -c[0].size)
-        batches: list[list[tuple[np.ndarray, tuple[float, float]]]] = []
-        for crop in crops:
-            if batches:
-                batch = batches[-1]
-                bh = max(c.shape[0] for c, _ in batch + [crop])
-                bw = max(c.shape[1] for c, _ in batch + [crop])
-                if (len(batch) + 1) * bh * bw <= 2 * sum(c.size for c, _ in batch + [crop]):
-                    batch.append(crop)
-                    continue
-            batches.append([crop])
-        return batches
+    def _paged_grids(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The detection network's grid over each crop, (rows, cols) presence logits and (rows, cols, 4)
+        plate boxes: the crops are packed side by side on a few pages (`pack_crops`), one network call
+        per page, and each crop's cells cut out again."""
+        grids: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros((0, 0)), np.zeros((0, 0, 4)))] * len(crops)
+        for page, placed in pack_crops([crop.shape[:2] for crop in crops]):
+            canvas = np.full(page, 127, np.uint8)
+            for index, (y, x) in placed:  # the crop, then its gap right and below, edge pixels repeated
+                ch, cw = crops[index].shape
+                canvas[y: y + ch + MOSAIC_GAP, x: x + cw + MOSAIC_GAP] = cv2.copyMakeBorder(
+                    crops[index], 0, MOSAIC_GAP, 0, MOSAIC_GAP, cv2.BORDER_REPLICATE)
+            with self._tf.device(self.device):
+                out = self._detect_fn(canvas[None, :, :, None].astype(np.float32))
+            logits, box_frac = out["presence"].numpy()[0, :, :, 0], out["box"].numpy()[0]
+            for index, (y, x) in placed:
+                # a crop's own grid: ceil(h / 8) - 7 rows and ceil(w / 8) - 15 columns of windows
+                rows = -(-crops[index].shape[0] // 8) - (WINDOW_H // 8 - 1)
+                cols = -(-crops[index].shape[1] // 8) - (WINDOW_W // 8 - 1)
+                cells = np.s_[y // 8: y // 8 + rows, x // 8: x // 8 + cols]
+                grids[index] = (logits[cells], box_frac[cells])
+        return grids
 
     def _active_prefilter(self) -> HogPrefilter | None:
         """The loaded pre-filter when the current config asks for it; a config changed to 'hog' after

@@ -7,13 +7,25 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from generated_scenes import generated_scenes, score_detector
 
 from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
-from anprd.detector import ModelError, PlateDetector, level_crops, pyramid_scales, whole_scan_scales
+from anprd.detector import (
+    MOSAIC_GAP,
+    MOSAIC_PAGE_ROWS,
+    MOSAIC_ROW_STEP,
+    ModelError,
+    PlateDetector,
+    _resize,
+    level_crops,
+    pack_crops,
+    pyramid_scales,
+    whole_scan_scales,
+)
 from anprd.prefilter import HogPrefilter, Region, merge_boxes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +99,60 @@ def test_each_level_runs_the_regions_whose_plate_widths_it_sees_on_crops_of_at_l
     assert level_crops(edge, 1.0, 720, 1280) == [(0, 0, 144, 80)]  # moved inside the frame
     large = [Region((10, 10, 400, 300), (60, 90), 1.0)]
     assert level_crops(large, 1.0, 720, 1280) == [(10, 10, 400, 300)]  # already large enough
+
+
+def test_crops_are_packed_apart_on_the_grid_into_pages_of_repeating_shapes():
+    rng = np.random.default_rng(5)
+    heights, widths = rng.integers(64, 400, 60), rng.integers(128, 700, 60)
+    sizes = [(int(h), int(w)) for h, w in zip(heights, widths, strict=True)]
+    sizes.append((90, 1500))  # wider than a page: the pages widen to hold it
+    pages = pack_crops(sizes)
+    placed = [index for _, crops in pages for index, _ in crops]
+    assert sorted(placed) == list(range(len(sizes)))
+    for (height, width), crops in pages:
+        assert height % MOSAIC_ROW_STEP == 0 and width % 128 == 0 and width >= 1500
+        assert height <= MOSAIC_PAGE_ROWS
+        used = np.zeros((height, width), np.int32)
+        for index, (y, x) in crops:
+            h, w = sizes[index]
+            assert y % 8 == 0 and x % 8 == 0  # a crop's cells are its own grid's
+            assert y + h + MOSAIC_GAP <= height and x + w + MOSAIC_GAP <= width
+            used[y: y + h + MOSAIC_GAP, x: x + w + MOSAIC_GAP] += 1
+        assert used.max() == 1  # crops and their gaps never overlap
+    assert len(pages) >= 2  # 60 crops of this size do not fit one page
+    assert pack_crops([]) == []
+
+
+def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
+    image, _ = generated_scenes(31, 1, size=(960, 540), plate_width=(70, 160), difficulty=0.2)[0]
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    regions = detector.prefilter.regions(gray, detector.config.prefilter_threshold)
+    crops = [_resize(gray[y0:y1, x0:x1], scale) for scale in pyramid_scales(*gray.shape, detector.config)
+             for x0, y0, x1, y1 in level_crops(regions, scale, *gray.shape)]
+    crops = [crop for crop in crops if crop.shape[0] >= 64 and crop.shape[1] >= 128]
+    assert len(crops) >= 5 and len(pack_crops([c.shape for c in crops])[0][1]) >= 5  # sharing a page
+    compared = 0
+    for crop, (logits, boxes) in zip(crops, detector._paged_grids(crops), strict=True):
+        rows, cols = -(-crop.shape[0] // 8) - 7, -(-crop.shape[1] // 8) - 15
+        assert logits.shape == (rows, cols) and boxes.shape == (rows, cols, 4)
+        if rows < 5 or cols < 8:  # in a small crop nearly every cell sees past the crop's edges
+            continue
+        # The crop alone, padded as on a page. Its cells see the same window; their view reaches
+        # 20-35 px further, where a page holds its neighbours, so the values differ a little, but
+        # a crop placed one cell off on its page would match its own grid better shifted by a cell.
+        padded = cv2.copyMakeBorder(crop, 0, 8 * (rows + 7) - crop.shape[0] + MOSAIC_GAP, 0,
+                                    8 * (cols + 15) - crop.shape[1] + MOSAIC_GAP, cv2.BORDER_REPLICATE)
+        out = detector._detect_fn(padded[None, :, :, None].astype(np.float32))
+        alone = out["presence"].numpy()[0, :, :, 0]
+        inner = logits[1:-1, 1:-1]
+
+        def mismatch(dr: int, dc: int, alone=alone, rows=rows, cols=cols, inner=inner) -> float:
+            return float(np.abs(alone[1 + dr: rows - 1 + dr, 1 + dc: cols - 1 + dc] - inner).mean())
+
+        offsets = {(dr, dc): mismatch(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+        assert min(offsets, key=offsets.get) == (0, 0), offsets
+        compared += 1
+    assert compared >= 2
 
 
 def test_no_proposals_on_a_flat_image(prefilter):
