@@ -20,7 +20,8 @@
 
 With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run inside the regions the HOG + linear SVM
 pre-filter proposes, at the pyramid levels that bring the plate widths a region's hits imply into
-the 60-80% band; crops of one level are batched. The coarse levels, for plates of at least
+the 60-80% band; the crops of every level are packed side by side on a few pages (`pack_crops`),
+one network call per page. The coarse levels, for plates of at least
 `prefilter_full_scan_width` pixels, are small images and are also scanned whole; their groups are
 read only where the regions proposed nothing. Steps 3-4 are unchanged.
 
