@@ -280,6 +280,9 @@ def level_crops(regions: list[Region], scale: float, height: int, width: int
             if band[1] >= r.plate_widths[0] and band[0] <= r.plate_widths[1]]
 
 
+MAX_LEVEL_PIXELS = 2048 * 2048  # larger pyramid levels run in tiles (`PlateDetector._level_grid`)
+TILE_CONTEXT = 40  # pixels around a tile's windows: a cell's view reaches 34 px past its window
+
 MOSAIC_WIDTH = 1024  # page width for region crops (wider if a crop is)
 MOSAIC_PAGE_ROWS = 2048  # most rows per page: bounds one call's memory on images with many regions
 MOSAIC_ROW_STEP = 64  # page heights are rounded up to this, so that page shapes repeat from frame to frame
@@ -433,14 +436,37 @@ class PlateDetector:
         """The presence grid of whole pyramid levels: hit boxes and scores per level."""
         boxes, scores = [], []
         for scale in scales:
-            level = _resize(gray, scale)
-            with self._tf.device(self.device):
-                out = self._detect_fn(level[None, :, :, None].astype(np.float32))
-            found = self._level_hits(out["presence"].numpy()[0, :, :, 0], out["box"].numpy()[0], scale)
+            found = self._level_hits(*self._level_grid(_resize(gray, scale)), scale)
             if found is not None:
                 boxes.append(found[0])
                 scores.append(found[1])
         return boxes, scores
+
+    def _level_grid(self, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The detection network's grid over a whole level: (rows, cols) presence logits and
+        (rows, cols, 4) plate boxes. A level of more than `MAX_LEVEL_PIXELS` runs in tiles, each with
+        `TILE_CONTEXT` pixels of the level around its windows, so memory stays bounded (a 4K frame's
+        finest level is 21 M pixels, about 1.5 GB of activations) and seams see what the whole level
+        would."""
+        h, w = level.shape
+        if h * w <= MAX_LEVEL_PIXELS:
+            return self._network_grid(level)
+        rows, cols = -(-h // 8) - (WINDOW_H // 8 - 1), -(-w // 8) - (WINDOW_W // 8 - 1)
+        side = math.isqrt(MAX_LEVEL_PIXELS)  # tiles of about side x side pixels, context included
+        tile_rows = max(1, (side - 2 * TILE_CONTEXT - WINDOW_H) // 8 + 1)
+        tile_cols = max(1, (side - 2 * TILE_CONTEXT - WINDOW_W) // 8 + 1)
+        logits, boxes = np.zeros((rows, cols), np.float32), np.zeros((rows, cols, 4), np.float32)
+        for r0 in range(0, rows, tile_rows):
+            for c0 in range(0, cols, tile_cols):
+                r1, c1 = min(rows, r0 + tile_rows), min(cols, c0 + tile_cols)
+                # the tile's pixels: its windows plus context, from a multiple of 8 so its grid is the level's
+                y0, x0 = max(0, 8 * r0 - TILE_CONTEXT), max(0, 8 * c0 - TILE_CONTEXT)
+                y1 = min(h, 8 * (r1 - 1) + WINDOW_H + TILE_CONTEXT)
+                x1 = min(w, 8 * (c1 - 1) + WINDOW_W + TILE_CONTEXT)
+                tile_logits, tile_boxes = self._network_grid(level[y0:y1, x0:x1])
+                cells = np.s_[r0 - y0 // 8: r1 - y0 // 8, c0 - x0 // 8: c1 - x0 // 8]
+                logits[r0:r1, c0:c1], boxes[r0:r1, c0:c1] = tile_logits[cells], tile_boxes[cells]
+        return logits, boxes
 
     def _region_hits(self, gray: np.ndarray, regions: list[Region], scales: list[float]
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -462,6 +488,12 @@ class PlateDetector:
                 scores.append(found[1])
         return boxes, scores
 
+    def _network_grid(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One detection-network call on a grayscale image: its grid's presence logits and boxes."""
+        with self._tf.device(self.device):
+            out = self._detect_fn(image[None, :, :, None].astype(np.float32))
+        return out["presence"].numpy()[0, :, :, 0], out["box"].numpy()[0]
+
     def _paged_grids(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The detection network's grid over each crop, (rows, cols) presence logits and (rows, cols, 4)
         plate boxes: the crops are packed side by side on a few pages (`pack_crops`), one network call
@@ -473,9 +505,7 @@ class PlateDetector:
                 ch, cw = crops[index].shape
                 canvas[y: y + ch + MOSAIC_GAP, x: x + cw + MOSAIC_GAP] = cv2.copyMakeBorder(
                     crops[index], 0, MOSAIC_GAP, 0, MOSAIC_GAP, cv2.BORDER_REPLICATE)
-            with self._tf.device(self.device):
-                out = self._detect_fn(canvas[None, :, :, None].astype(np.float32))
-            logits, box_frac = out["presence"].numpy()[0, :, :, 0], out["box"].numpy()[0]
+            logits, box_frac = self._network_grid(canvas)
             for index, (y, x) in placed:
                 # a crop's own grid: ceil(h / 8) - 7 rows and ceil(w / 8) - 15 columns of windows
                 rows = -(-crops[index].shape[0] // 8) - (WINDOW_H // 8 - 1)

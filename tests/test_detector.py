@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from generated_scenes import generated_scenes, score_detector
 
+import anprd.detector
 from anprd.config.detector import DetectorConfig
 from anprd.ctc_fusion import ctc_log_likelihoods
 from anprd.detector import (
@@ -166,6 +167,28 @@ def test_window_reader_reads_with_the_detection_network(detector):
     (by_window,) = window.read([box], gray)
     # the verifying read plus one per read scale, all by the window network
     assert by_window.char_probs.shape == (1 + len(window.config.read_scales), 32, 37)
+
+
+def test_a_level_too_large_for_one_call_runs_in_tiles_with_the_same_grid(detector, monkeypatch):
+    image, _ = generated_scenes(12, 1, size=(960, 528), plate_width=(80, 200), difficulty=0.2)[0]
+    level = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # sides a multiple of 8, as tiles start at one
+    whole_logits, whole_boxes = detector._network_grid(level)
+    assert whole_logits.max() > 0  # a plate is in it: the grid is not flat
+    monkeypatch.setattr(anprd.detector, "MAX_LEVEL_PIXELS", 300 * 300)  # 27 tiles of at most 300x300
+    calls = []
+    network_grid = detector._network_grid
+
+    def counted(tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(tile.shape)
+        return network_grid(tile)
+
+    monkeypatch.setattr(detector, "_network_grid", counted)
+    tiled_logits, tiled_boxes = detector._level_grid(level)
+    assert len(calls) == 27 and max(h * w for h, w in calls) <= 300 * 300
+    # Each tile holds its windows and 40 px around them, all that a cell's view reaches, so the
+    # seams do not show.
+    np.testing.assert_allclose(tiled_logits, whole_logits, atol=1e-3)
+    np.testing.assert_allclose(tiled_boxes, whole_boxes, atol=1e-4)
 
 
 def test_no_plates_in_an_empty_image(detector):
