@@ -283,8 +283,8 @@ def level_crops(regions: list[Region], scale: float, height: int, width: int
 MAX_LEVEL_PIXELS = 2048 * 2048  # larger pyramid levels run in tiles (`PlateDetector._level_grid`)
 TILE_CONTEXT = 40  # pixels around a tile's windows: a cell's view reaches 34 px past its window
 
-MOSAIC_WIDTH = 1024  # page width for region crops (wider if a crop is)
-MOSAIC_PAGE_ROWS = 2048  # most rows per page: bounds one call's memory on images with many regions
+MOSAIC_WIDTH = 1024  # page width for region crops
+MOSAIC_PAGE_ROWS = 2048  # most rows per page: with the width, bounds one call's memory
 MOSAIC_ROW_STEP = 64  # page heights are rounded up to this, so that page shapes repeat from frame to frame
 MOSAIC_GAP = 8  # pixels between packed crops, filled with each crop's edge pixels
 
@@ -292,31 +292,37 @@ MOSAIC_GAP = 8  # pixels between packed crops, filled with each crop's edge pixe
 _Page = tuple[tuple[int, int], list[tuple[int, tuple[int, int]]]]  # (height, width), [(crop index, (y, x))]
 
 
+def fits_page(height: int, width: int) -> bool:
+    """Whether a crop of this size, with its gap, fits on a page."""
+    return height + MOSAIC_GAP <= MOSAIC_PAGE_ROWS and width + MOSAIC_GAP <= MOSAIC_WIDTH
+
+
 def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
     """Pages (height, width) holding crops of `sizes` (height, width) side by side on shelves, each
-    with the crops it holds as (index, (y, x)) at multiples of the grid stride.
+    with the crops it holds as (index, (y, x)) at multiples of the grid stride. Every crop must fit
+    a page (`fits_page`).
 
     One network call per page instead of one per crop or batch: a call costs about 2 ms however small
     its input, and each new input shape costs 3-4 ms more (oneDNN builds its kernels per shape), while
     pages come in a few repeating shapes. At multiples of 8 a crop's cells are its own grid's.
     """
+    if not all(fits_page(h, w) for h, w in sizes):
+        raise ValueError(f"a crop does not fit a {MOSAIC_PAGE_ROWS}x{MOSAIC_WIDTH} page")
     footprints = [(-(-(h + MOSAIC_GAP) // 8) * 8, -(-(w + MOSAIC_GAP) // 8) * 8) for h, w in sizes]
-    width = max([MOSAIC_WIDTH, *(fw for _, fw in footprints)])
-    width = -(-width // 128) * 128
     pages: list[_Page] = []
     placed: list[tuple[int, tuple[int, int]]] = []
     y = x = shelf = 0
     for index in sorted(range(len(sizes)), key=lambda i: -footprints[i][0]):
         fh, fw = footprints[index]
-        if x + fw > width:  # next shelf
+        if x + fw > MOSAIC_WIDTH:  # next shelf
             y, x, shelf = y + shelf, 0, 0
-        if placed and y + max(shelf, fh) > MOSAIC_PAGE_ROWS:  # next page
-            pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, width), placed))
+        if y + max(shelf, fh) > MOSAIC_PAGE_ROWS:  # next page
+            pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, MOSAIC_WIDTH), placed))
             placed, y, x, shelf = [], 0, 0, 0
         placed.append((index, (y, x)))
         x, shelf = x + fw, max(shelf, fh)
     if placed:
-        pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, width), placed))
+        pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, MOSAIC_WIDTH), placed))
     return pages
 
 
@@ -497,10 +503,13 @@ class PlateDetector:
     def _paged_grids(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The detection network's grid over each crop, (rows, cols) presence logits and (rows, cols, 4)
         plate boxes: the crops are packed side by side on a few pages (`pack_crops`), one network call
-        per page, and each crop's cells cut out again."""
-        grids: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros((0, 0)), np.zeros((0, 0, 4)))] * len(crops)
-        for page, placed in pack_crops([crop.shape[:2] for crop in crops]):
+        per page, and each crop's cells cut out again. A crop too large for a page runs on its own."""
+        grids: list[tuple[np.ndarray, np.ndarray] | None] = [
+            None if fits_page(*crop.shape) else self._level_grid(crop) for crop in crops]
+        on_pages = [i for i, grid in enumerate(grids) if grid is None]
+        for page, placed in pack_crops([crops[i].shape[:2] for i in on_pages]):
             canvas = np.full(page, 127, np.uint8)
+            placed = [(on_pages[n], yx) for n, yx in placed]
             for index, (y, x) in placed:  # the crop, then its gap right and below, edge pixels repeated
                 ch, cw = crops[index].shape
                 canvas[y: y + ch + MOSAIC_GAP, x: x + cw + MOSAIC_GAP] = cv2.copyMakeBorder(
@@ -512,7 +521,7 @@ class PlateDetector:
                 cols = -(-crops[index].shape[1] // 8) - (WINDOW_W // 8 - 1)
                 cells = np.s_[y // 8: y // 8 + rows, x // 8: x // 8 + cols]
                 grids[index] = (logits[cells], box_frac[cells])
-        return grids
+        return [grid for grid in grids if grid is not None]  # every crop's, on a page or alone
 
     def _active_prefilter(self) -> HogPrefilter | None:
         """The loaded pre-filter when the current config asks for it; a config changed to 'hog' after

@@ -18,6 +18,7 @@ from anprd.detector import (
     MOSAIC_GAP,
     MOSAIC_PAGE_ROWS,
     MOSAIC_ROW_STEP,
+    MOSAIC_WIDTH,
     ModelError,
     PlateDetector,
     _resize,
@@ -105,12 +106,11 @@ def test_crops_are_packed_apart_on_the_grid_into_pages_of_repeating_shapes():
     rng = np.random.default_rng(5)
     heights, widths = rng.integers(64, 400, 60), rng.integers(128, 700, 60)
     sizes = [(int(h), int(w)) for h, w in zip(heights, widths, strict=True)]
-    sizes.append((90, 1500))  # wider than a page: the pages widen to hold it
     pages = pack_crops(sizes)
     placed = [index for _, crops in pages for index, _ in crops]
     assert sorted(placed) == list(range(len(sizes)))
     for (height, width), crops in pages:
-        assert height % MOSAIC_ROW_STEP == 0 and width % 128 == 0 and width >= 1500
+        assert height % MOSAIC_ROW_STEP == 0 and width == MOSAIC_WIDTH
         assert height <= MOSAIC_PAGE_ROWS
         used = np.zeros((height, width), np.int32)
         for index, (y, x) in crops:
@@ -121,6 +121,8 @@ def test_crops_are_packed_apart_on_the_grid_into_pages_of_repeating_shapes():
         assert used.max() == 1  # crops and their gaps never overlap
     assert len(pages) >= 2  # 60 crops of this size do not fit one page
     assert pack_crops([]) == []
+    with pytest.raises(ValueError, match="does not fit"):  # the detector runs such a crop on its own
+        pack_crops([(90, MOSAIC_WIDTH)])
 
 
 def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
@@ -153,6 +155,16 @@ def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
         assert min(offsets, key=offsets.get) == (0, 0), offsets
         compared += 1
     assert compared >= 2
+
+
+def test_a_crop_too_large_for_a_page_runs_on_its_own(detector):
+    image, _ = generated_scenes(8, 1, size=(1200, 400), plate_width=(80, 200), difficulty=0.2)[0]
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    crops = [gray[:200, :300], gray, gray[200:, 600:]]  # the whole 1200 px is wider than a page
+    grids = detector._paged_grids(crops)
+    cells = [(-(-h // 8) - 7, -(-w // 8) - 15) for h, w in (c.shape for c in crops)]
+    assert [logits.shape for logits, _ in grids] == cells
+    np.testing.assert_allclose(grids[1][0], detector._network_grid(gray)[0], atol=1e-4)
 
 
 def test_no_proposals_on_a_flat_image(prefilter):
