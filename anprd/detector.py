@@ -51,8 +51,8 @@ from anprd.types import Box, Candidate, Detection
 if TYPE_CHECKING:
     from anprd.prefilter import HogPrefilter, Region
 
-__all__ = ["ModelError", "PlateDetector", "level_crops", "pyramid_scales", "read_crop_window",
-           "reader_crop", "resolve_model_dir", "whole_scan_scales"]
+__all__ = ["ModelError", "PlateDetector", "fits_page", "grid_shape", "level_crops", "pack_crops",
+           "pyramid_scales", "read_crop_window", "reader_crop", "resolve_model_dir", "whole_scan_scales"]
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,12 @@ def level_crops(regions: list[Region], scale: float, height: int, width: int
             if band[1] >= r.plate_widths[0] and band[0] <= r.plate_widths[1]]
 
 
+def grid_shape(height: int, width: int) -> tuple[int, int]:
+    """Rows and columns of the detection network's grid over an input of this size: a window every
+    8 px that starts inside it, ceil(height / 8) - 7 rows and ceil(width / 8) - 15 columns."""
+    return -(-height // 8) - (WINDOW_H // 8 - 1), -(-width // 8) - (WINDOW_W // 8 - 1)
+
+
 MAX_LEVEL_PIXELS = 2048 * 2048  # larger pyramid levels run in tiles (`PlateDetector._level_grid`)
 TILE_CONTEXT = 40  # pixels around a tile's windows: a cell's view reaches 34 px past its window
 
@@ -457,7 +463,7 @@ class PlateDetector:
         h, w = level.shape
         if h * w <= MAX_LEVEL_PIXELS:
             return self._network_grid(level)
-        rows, cols = -(-h // 8) - (WINDOW_H // 8 - 1), -(-w // 8) - (WINDOW_W // 8 - 1)
+        rows, cols = grid_shape(h, w)
         side = math.isqrt(MAX_LEVEL_PIXELS)  # tiles of about side x side pixels, context included
         tile_rows = max(1, (side - 2 * TILE_CONTEXT - WINDOW_H) // 8 + 1)
         tile_cols = max(1, (side - 2 * TILE_CONTEXT - WINDOW_W) // 8 + 1)
@@ -516,9 +522,7 @@ class PlateDetector:
                     crops[index], 0, MOSAIC_GAP, 0, MOSAIC_GAP, cv2.BORDER_REPLICATE)
             logits, box_frac = self._network_grid(canvas)
             for index, (y, x) in placed:
-                # a crop's own grid: ceil(h / 8) - 7 rows and ceil(w / 8) - 15 columns of windows
-                rows = -(-crops[index].shape[0] // 8) - (WINDOW_H // 8 - 1)
-                cols = -(-crops[index].shape[1] // 8) - (WINDOW_W // 8 - 1)
+                rows, cols = grid_shape(*crops[index].shape)
                 cells = np.s_[y // 8: y // 8 + rows, x // 8: x // 8 + cols]
                 grids[index] = (logits[cells], box_frac[cells])
         return [grid for grid in grids if grid is not None]  # every crop's, on a page or alone

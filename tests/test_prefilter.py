@@ -22,6 +22,7 @@ from anprd.detector import (
     ModelError,
     PlateDetector,
     _resize,
+    grid_shape,
     level_crops,
     pack_crops,
     pyramid_scales,
@@ -135,7 +136,7 @@ def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
     assert len(crops) >= 5 and len(pack_crops([c.shape for c in crops])[0][1]) >= 5  # sharing a page
     compared = 0
     for crop, (logits, boxes) in zip(crops, detector._paged_grids(crops), strict=True):
-        rows, cols = -(-crop.shape[0] // 8) - 7, -(-crop.shape[1] // 8) - 15
+        rows, cols = grid_shape(*crop.shape)
         assert logits.shape == (rows, cols) and boxes.shape == (rows, cols, 4)
         if rows < 5 or cols < 8:  # in a small crop nearly every cell sees past the crop's edges
             continue
@@ -162,8 +163,9 @@ def test_a_crop_too_large_for_a_page_runs_on_its_own(detector):
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     crops = [gray[:200, :300], gray, gray[200:, 600:]]  # the whole 1200 px is wider than a page
     grids = detector._paged_grids(crops)
-    cells = [(-(-h // 8) - 7, -(-w // 8) - 15) for h, w in (c.shape for c in crops)]
-    assert [logits.shape for logits, _ in grids] == cells
+    assert [logits.shape for logits, _ in grids] == [grid_shape(*c.shape) for c in crops]
+    for shape in [(64, 128), (65, 129), (72, 200), (333, 517)]:  # the network's own grid, as counted
+        assert detector._network_grid(np.zeros(shape, np.uint8))[0].shape == grid_shape(*shape)
     np.testing.assert_allclose(grids[1][0], detector._network_grid(gray)[0], atol=1e-4)
 
 
