@@ -289,10 +289,10 @@ def grid_shape(height: int, width: int) -> tuple[int, int]:
 MAX_LEVEL_PIXELS = 2048 * 2048  # larger pyramid levels run in tiles (`PlateDetector._level_grid`)
 TILE_CONTEXT = 40  # pixels around a tile's windows: a cell's view reaches 34 px past its window
 
-MOSAIC_WIDTH = 1024  # page width for region crops
-MOSAIC_PAGE_ROWS = 2048  # most rows per page: with the width, bounds one call's memory
-MOSAIC_ROW_STEP = 64  # page heights are rounded up to this, so that page shapes repeat from frame to frame
-MOSAIC_GAP = 8  # pixels between packed crops, filled with each crop's edge pixels
+PAGE_WIDTH = 1024  # page width for region crops
+PAGE_ROWS = 2048  # most rows per page: with the width, bounds one call's memory
+PAGE_ROW_STEP = 64  # page heights are rounded up to this, so that page shapes repeat from frame to frame
+PAGE_GAP = 8  # pixels between packed crops, filled with each crop's edge pixels
 
 
 _Page = tuple[tuple[int, int], list[tuple[int, tuple[int, int]]]]  # (height, width), [(crop index, (y, x))]
@@ -300,7 +300,7 @@ _Page = tuple[tuple[int, int], list[tuple[int, tuple[int, int]]]]  # (height, wi
 
 def fits_page(height: int, width: int) -> bool:
     """Whether a crop of this size, with its gap, fits on a page."""
-    return height + MOSAIC_GAP <= MOSAIC_PAGE_ROWS and width + MOSAIC_GAP <= MOSAIC_WIDTH
+    return height + PAGE_GAP <= PAGE_ROWS and width + PAGE_GAP <= PAGE_WIDTH
 
 
 def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
@@ -313,22 +313,22 @@ def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
     pages come in a few repeating shapes. At multiples of 8 a crop's cells are its own grid's.
     """
     if not all(fits_page(h, w) for h, w in sizes):
-        raise ValueError(f"a crop does not fit a {MOSAIC_PAGE_ROWS}x{MOSAIC_WIDTH} page")
-    footprints = [(-(-(h + MOSAIC_GAP) // 8) * 8, -(-(w + MOSAIC_GAP) // 8) * 8) for h, w in sizes]
+        raise ValueError(f"a crop does not fit a {PAGE_ROWS}x{PAGE_WIDTH} page")
+    footprints = [(-(-(h + PAGE_GAP) // 8) * 8, -(-(w + PAGE_GAP) // 8) * 8) for h, w in sizes]
     pages: list[_Page] = []
     placed: list[tuple[int, tuple[int, int]]] = []
     y = x = shelf = 0
     for index in sorted(range(len(sizes)), key=lambda i: -footprints[i][0]):
         fh, fw = footprints[index]
-        if x + fw > MOSAIC_WIDTH:  # next shelf
+        if x + fw > PAGE_WIDTH:  # next shelf
             y, x, shelf = y + shelf, 0, 0
-        if y + max(shelf, fh) > MOSAIC_PAGE_ROWS:  # next page
-            pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, MOSAIC_WIDTH), placed))
+        if y + max(shelf, fh) > PAGE_ROWS:  # next page
+            pages.append(((-(-(y + shelf) // PAGE_ROW_STEP) * PAGE_ROW_STEP, PAGE_WIDTH), placed))
             placed, y, x, shelf = [], 0, 0, 0
         placed.append((index, (y, x)))
         x, shelf = x + fw, max(shelf, fh)
     if placed:
-        pages.append(((-(-(y + shelf) // MOSAIC_ROW_STEP) * MOSAIC_ROW_STEP, MOSAIC_WIDTH), placed))
+        pages.append(((-(-(y + shelf) // PAGE_ROW_STEP) * PAGE_ROW_STEP, PAGE_WIDTH), placed))
     return pages
 
 
@@ -518,8 +518,8 @@ class PlateDetector:
             placed = [(on_pages[n], yx) for n, yx in placed]
             for index, (y, x) in placed:  # the crop, then its gap right and below, edge pixels repeated
                 ch, cw = crops[index].shape
-                canvas[y: y + ch + MOSAIC_GAP, x: x + cw + MOSAIC_GAP] = cv2.copyMakeBorder(
-                    crops[index], 0, MOSAIC_GAP, 0, MOSAIC_GAP, cv2.BORDER_REPLICATE)
+                canvas[y: y + ch + PAGE_GAP, x: x + cw + PAGE_GAP] = cv2.copyMakeBorder(
+                    crops[index], 0, PAGE_GAP, 0, PAGE_GAP, cv2.BORDER_REPLICATE)
             logits, box_frac = self._network_grid(canvas)
             for index, (y, x) in placed:
                 rows, cols = grid_shape(*crops[index].shape)

@@ -15,10 +15,10 @@ from generated_scenes import generated_scenes, score_detector
 from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
 from anprd.detector import (
-    MOSAIC_GAP,
-    MOSAIC_PAGE_ROWS,
-    MOSAIC_ROW_STEP,
-    MOSAIC_WIDTH,
+    PAGE_GAP,
+    PAGE_ROW_STEP,
+    PAGE_ROWS,
+    PAGE_WIDTH,
     ModelError,
     PlateDetector,
     _resize,
@@ -111,19 +111,19 @@ def test_crops_are_packed_apart_on_the_grid_into_pages_of_repeating_shapes():
     placed = [index for _, crops in pages for index, _ in crops]
     assert sorted(placed) == list(range(len(sizes)))
     for (height, width), crops in pages:
-        assert height % MOSAIC_ROW_STEP == 0 and width == MOSAIC_WIDTH
-        assert height <= MOSAIC_PAGE_ROWS
+        assert height % PAGE_ROW_STEP == 0 and width == PAGE_WIDTH
+        assert height <= PAGE_ROWS
         used = np.zeros((height, width), np.int32)
         for index, (y, x) in crops:
             h, w = sizes[index]
             assert y % 8 == 0 and x % 8 == 0  # a crop's cells are its own grid's
-            assert y + h + MOSAIC_GAP <= height and x + w + MOSAIC_GAP <= width
-            used[y: y + h + MOSAIC_GAP, x: x + w + MOSAIC_GAP] += 1
+            assert y + h + PAGE_GAP <= height and x + w + PAGE_GAP <= width
+            used[y: y + h + PAGE_GAP, x: x + w + PAGE_GAP] += 1
         assert used.max() == 1  # crops and their gaps never overlap
     assert len(pages) >= 2  # 60 crops of this size do not fit one page
     assert pack_crops([]) == []
     with pytest.raises(ValueError, match="does not fit"):  # the detector runs such a crop on its own
-        pack_crops([(90, MOSAIC_WIDTH)])
+        pack_crops([(90, PAGE_WIDTH)])
 
 
 def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
@@ -143,8 +143,8 @@ def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
         # The crop alone, padded as on a page. Its cells see the same window; their view reaches
         # 20-35 px further, where a page holds its neighbours, so the values differ a little, but
         # a crop placed one cell off on its page would match its own grid better shifted by a cell.
-        padded = cv2.copyMakeBorder(crop, 0, 8 * (rows + 7) - crop.shape[0] + MOSAIC_GAP, 0,
-                                    8 * (cols + 15) - crop.shape[1] + MOSAIC_GAP, cv2.BORDER_REPLICATE)
+        padded = cv2.copyMakeBorder(crop, 0, 8 * (rows + 7) - crop.shape[0] + PAGE_GAP, 0,
+                                    8 * (cols + 15) - crop.shape[1] + PAGE_GAP, cv2.BORDER_REPLICATE)
         out = detector._detect_fn(padded[None, :, :, None].astype(np.float32))
         alone = out["presence"].numpy()[0, :, :, 0]
         inner = logits[1:-1, 1:-1]
