@@ -261,8 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the detector (options of python -m train.train), or with "
                                      "`reader` first the plate reader (python -m train.train_reader)",
                        add_help=False)
-    p.add_argument("train_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda args: cmd_train(args.train_args))
+    p.add_argument("train_args", nargs=argparse.REMAINDER)  # listed for --help; `main` runs it unparsed
     return parser
 
 
