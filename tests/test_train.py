@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from anprd.config.detector import DetectorConfig
 
@@ -51,6 +52,18 @@ def test_stop_resume_and_export(tmp_path):
 
     detector = PlateDetector(out, DetectorConfig())
     assert isinstance(detector.detect(np.zeros((120, 240, 3), np.uint8)), list)
+
+
+@pytest.mark.parametrize("program", ["train.train", "train.train_reader"])
+def test_exporting_an_untrained_run_is_a_one_line_error(tmp_path, program):
+    result = subprocess.run([sys.executable, "-m", program, "--run", str(tmp_path / "empty"),
+                             "--export", str(tmp_path / "model")], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{program.removeprefix('train.')}: {tmp_path / 'empty' / 'best.weights.h5'} not found: "
+        f"{tmp_path / 'empty'} has not been trained (or is not a run folder)"]
+    assert not (tmp_path / "model").exists()
 
 
 def test_second_stage_starts_from_the_first_and_export_lists_both(tmp_path):

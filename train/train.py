@@ -25,6 +25,7 @@ import queue
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -372,6 +373,23 @@ def initialise_from(model, init_from: Path) -> None:
     print(f"initialised from {weights}")
 
 
+def export_or_refuse(args: argparse.Namespace, export: Callable[[Path, Path], None], prog: str
+                     ) -> int | None:
+    """Handle --export, and a run folder already used without --resume: the exit status, or None
+    when the run should train."""
+    if args.export:
+        try:
+            export(args.run, args.export)
+        except (ExportError, OSError) as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.resume and (args.run / "state.json").exists():
+        print(f"{prog}: {args.run} already has a run; use --resume or another --run", file=sys.stderr)
+        return 2
+    return None
+
+
 def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: dict) -> dict:
     """Create the run folder and its args.json, or on --resume reload the saved arguments into `args`.
     Returns the saved arguments (the network's description is under "net")."""
@@ -490,16 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, help="only export the run's best weights to this folder")
     args = parser.parse_args(argv)
 
-    if args.export:
-        try:
-            export(args.run, args.export)
-        except (ExportError, OSError) as exc:
-            print(f"train: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if not args.resume and (args.run / "state.json").exists():
-        print(f"train: {args.run} already has a run; use --resume or another --run", file=sys.stderr)
-        return 2
+    if (status := export_or_refuse(args, export, "train")) is not None:
+        return status
     import tensorflow as tf
 
     from anprd.model import NetConfig, PlateNet

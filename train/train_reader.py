@@ -32,6 +32,7 @@ from train.train import (
     add_run_arguments,
     best_weights,
     cached_validation,
+    export_or_refuse,
     greedy_decode,
     labels_to_text,
     run_record,
@@ -151,16 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, help="only add the run's best weights to this model folder")
     args = parser.parse_args(argv)
 
-    if args.export:
-        try:
-            export(args.run, args.export)
-        except (ExportError, OSError) as exc:
-            print(f"train_reader: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if not args.resume and (args.run / "state.json").exists():
-        print(f"train_reader: {args.run} already has a run; use --resume or another --run", file=sys.stderr)
-        return 2
+    if (status := export_or_refuse(args, export, "train_reader")) is not None:
+        return status
     import tensorflow as tf
 
     from anprd.model import ReaderConfig, build_reader
