@@ -39,7 +39,11 @@ def read_image(path: Path) -> np.ndarray:
         scan = data.find(_JPEG_SCAN)
         if scan < 0 or data.find(_JPEG_END, scan) < 0:
             raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:  # a header that claims more pixels than OpenCV's decoder limit (2^30)
+        raise ImageReadError(f"{path}: not a readable image (its header claims more pixels than "
+                             "OpenCV decodes)") from None
     if image is None:
         raise ImageReadError(f"{path}: not a readable image ({IMAGE_KINDS})")
     return image

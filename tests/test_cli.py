@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -66,6 +68,21 @@ def test_detect_a_truncated_jpeg(tmp_path):
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(whole.read_bytes()[:2000])  # OpenCV decodes it, greyed at the bottom
     assert_one_line_error(anprd("detect", str(cut)), "cut.jpg", "truncated JPEG")
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one tiny compressed row behind it."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+def test_detect_an_image_too_large_to_decode(tmp_path):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_claiming(200_000, 200_000))  # OpenCV refuses over 2^30 pixels with cv2.error
+    assert_one_line_error(anprd("detect", str(huge)), "huge.png", "not a readable image")
 
 
 def test_detect_an_image_it_may_not_read(tmp_path):
