@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import signal
@@ -62,6 +63,10 @@ _METRICS_SYNC_S = 1.0
 _ABORT_GRACE_S = 5.0
 # Re-binding the same endpoint right after closing it can briefly fail while ZeroMQ tears down.
 _REBIND_WINDOW_S = 2.0
+# A frame whose processing raises is skipped; this many in a row means the worker itself is broken,
+# and it fails so that systemd restarts the daemon. Failures are logged at most this often.
+_MAX_FAILED_FRAMES = 100
+_FAILED_FRAME_LOG_S = 60.0
 _STARTUP_ERRORS = (ConfigError, ModelError, SourceError, PublisherError, MetricsServerError)
 # Detector settings fixed when the model is loaded; a change loads the model again.
 _DETECTOR_LOAD_FIELDS = ("device", "threads", "prefilter", "prefilter_model", "reader")
@@ -191,6 +196,8 @@ class Daemon:
         self._abort = threading.Event()  # stop processing at once (trackers are still flushed)
         self._worker: threading.Thread | None = None
         self._worker_failed = False
+        self._failed_frames_in_a_row = 0
+        self._failed_frame_logged_at = -math.inf
         self._next_camera = 0
         # Written by signal handlers (main thread), read by the main loop: plain values, no locks.
         self._stop_signals = 0
@@ -314,10 +321,31 @@ class Daemon:
                 if not self._first_frame.is_set():
                     self._first_frame.set()
                     self._waker.wake()
-                camera.pipeline.process(frame)
-                self._watchdog.frame_advanced()
+                try:
+                    camera.pipeline.process(frame)
+                except Exception:
+                    if self._frame_failed(camera):
+                        raise  # frames keep failing: `_work` reports the worker as failed
+                else:
+                    self._failed_frames_in_a_row = 0
+                    self._watchdog.frame_advanced()
                 self._next_camera = (self._next_camera + offset + 1) % len(cameras)
                 return True
+        return False
+
+    def _frame_failed(self, camera: _Camera) -> bool:
+        """Count and log (at most every `_FAILED_FRAME_LOG_S`) a frame whose processing raised, in
+        its `except`; True when `_MAX_FAILED_FRAMES` failed in a row. One odd frame must not stop
+        every camera, but frames that keep failing mean the worker is broken."""
+        self._failed_frames_in_a_row += 1
+        self._metrics.frame_failed(camera.config.id)
+        if self._failed_frames_in_a_row >= _MAX_FAILED_FRAMES:
+            return True
+        now = time.monotonic()
+        if now - self._failed_frame_logged_at >= _FAILED_FRAME_LOG_S:
+            self._failed_frame_logged_at = now
+            logger.exception("camera %s: a frame failed and was skipped (anprd_frames_failed_total "
+                             "counts them)", camera.config.id)
         return False
 
     def _finish(self, camera: _Camera) -> None:
@@ -478,6 +506,8 @@ class Daemon:
             plan = self._prepare(new)
         except (ModelError, PublisherError, SourceError) as exc:
             logger.error("config reload failed, keeping the running config: %s", exc)
+        except Exception:  # unforeseen (memory for a second model): the cameras must go on
+            logger.exception("config reload failed, keeping the running config")
         else:
             retired = self._commit(plan)
             _stop_sources(retired, min(5.0, self._config.notify.drain_timeout_s))
@@ -512,7 +542,7 @@ class Daemon:
                 running = self._cameras.get(camera.id)
                 if running is None or _source_settings(running.config) != _source_settings(camera):
                     sources[camera.id] = open_source(camera)
-        except SourceError:
+        except Exception:
             _stop_sources(list(sources.values()), 1.0)
             if publisher is not None:
                 publisher.stop()

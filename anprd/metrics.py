@@ -103,6 +103,12 @@ class Metrics:
             ["camera"],
             registry=reg,
         )
+        self.frames_failed = Counter(
+            "anprd_frames_failed",
+            "Frames skipped because detection or tracking raised an error (logged).",
+            ["camera"],
+            registry=reg,
+        )
         self.events_published = Counter(
             "anprd_events_published",
             "Plate events published.",
@@ -168,6 +174,7 @@ class Metrics:
             self.frames_read,
             self.frames_dropped,
             self.frames_processed,
+            self.frames_failed,
             self.events_published,
             self.reconnects,
             self.queue_depth,
@@ -220,6 +227,9 @@ class Metrics:
         self.frames_processed.labels(camera).inc()
         if inference_s is not None:
             self.inference_seconds.labels(camera).observe(inference_s)
+
+    def frame_failed(self, camera: str) -> None:
+        self.frames_failed.labels(camera).inc()
 
     def event_published(self, camera: str, count: int = 1) -> None:
         self.events_published.labels(camera).inc(count)

@@ -64,6 +64,7 @@ def test_counters_gauges_and_histogram_over_http(metrics: Metrics, server: Metri
     metrics.frame_processed("gate1", inference_s=0.03)
     metrics.frame_processed("gate1", inference_s=2.0)
     metrics.frame_processed("gate1")
+    metrics.frame_failed("gate1")
     metrics.event_published("gate1")
     metrics.set_active_tracks("gate1", 2)
     metrics.set_camera_up("gate1", True)
@@ -74,6 +75,7 @@ def test_counters_gauges_and_histogram_over_http(metrics: Metrics, server: Metri
     assert samples[("anprd_reconnects_total", CAM)] == 1
     assert samples[("anprd_queue_depth", CAM)] == 0
     assert samples[("anprd_frames_processed_total", CAM)] == 3
+    assert samples[("anprd_frames_failed_total", CAM)] == 1
     assert samples[("anprd_events_published_total", CAM)] == 1
     assert samples[("anprd_active_tracks", CAM)] == 2
     assert samples[("anprd_camera_up", CAM)] == 1

@@ -76,7 +76,11 @@ def source_kind(url: str) -> SourceKind:
         return SourceKind(_NETWORK_SCHEMES[scheme.group(1).lower()])
     if url.isdigit() or _WEBCAM_DEVICE.match(url):
         return SourceKind.WEBCAM
-    return SourceKind.FOLDER if Path(url).is_dir() else SourceKind.FILE
+    try:
+        folder = Path(url).is_dir()
+    except OSError as exc:  # a folder on the way this user may not search (ProtectHome= hides /home)
+        raise ValueError(f"cannot look at {url}: {exc.strerror or exc}") from None
+    return SourceKind.FOLDER if folder else SourceKind.FILE
 
 
 def mask_url(url: str) -> str:
@@ -196,6 +200,7 @@ class CameraConfig(AnprdBaseModel):
         config_dir = (info.context or {}).get("config_dir")
         if not path.is_absolute() and config_dir is not None:
             path = Path(config_dir) / path
+        source_kind(str(path))  # a path this user may not look into is an error under this key
         return str(path)
 
     @model_validator(mode="after")
