@@ -527,9 +527,14 @@ class FrameSource:
                 logger.warning(
                     "camera %s: %s; retrying in %.1f s", camera.id, exc, backoff
                 )
+            except Exception:  # OpenCV or FFmpeg raising: a live camera retries, it never gives up
+                logger.exception("camera %s: opening raised; retrying in %.1f s", camera.id, backoff)
             else:
                 try:
                     frames = self._stream_live(reader)
+                except Exception:
+                    logger.exception("camera %s: reading raised; reconnecting in %.1f s", camera.id, backoff)
+                    frames = None
                 finally:
                     reader.close()
                 if self._stop_event.is_set():
@@ -537,15 +542,16 @@ class FrameSource:
                 if frames:
                     # It worked for a while: start the backoff over.
                     backoff = camera.reconnect_backoff_min_s
-                logger.warning(
-                    "camera %s: no frame from %s within %.1f s after %d frames; "
-                    "reconnecting in %.1f s",
-                    camera.id,
-                    mask_url(camera.url),
-                    camera.read_timeout_s,
-                    frames,
-                    backoff,
-                )
+                if frames is not None:
+                    logger.warning(
+                        "camera %s: no frame from %s within %.1f s after %d frames; "
+                        "reconnecting in %.1f s",
+                        camera.id,
+                        mask_url(camera.url),
+                        camera.read_timeout_s,
+                        frames,
+                        backoff,
+                    )
                 self._set_state(SourceState.RECONNECTING)  # down from now, not after the back-off
             if self._stop_event.wait(backoff):
                 return

@@ -381,9 +381,9 @@ class Tracker:
                 and frame_time - state.track.first_seen >= config.max_age_s
             )
             if too_old:
-                self._end(state, EndReason.MAX_AGE, ended, suppressed)
+                counted = self._end(state, EndReason.MAX_AGE, ended, suppressed)
                 if state.confirmed:
-                    survivors.append(self._continue(state))
+                    survivors.append(self._continue(state, counted))
                 continue
             survivors.append(state)
 
@@ -586,11 +586,13 @@ class Tracker:
             state.confirmed = True
         return state
 
-    def _continue(self, old: _TrackState) -> _TrackState:
-        """A fresh track on the same line as `old`, which reached `max_age_s`."""
+    def _continue(self, old: _TrackState, counted: bool) -> _TrackState:
+        """A fresh track on the same line as `old`, which reached `max_age_s`; `counted`: whether
+        `old`'s plate was reported (by it or by the passage it belongs to). A plate not yet
+        reported (never read clearly) is not on the line, so a clear read later reports it."""
         reading = old.fusion.reading()
         reported = old.reported_texts
-        if reading.text and not self._reported_on_line(old, reading.text):
+        if counted and reading.text and not self._reported_on_line(old, reading.text):
             reported = (*reported, reading.text)
         track = dataclasses.replace(
             old.track,
@@ -672,9 +674,11 @@ class Tracker:
         reason: EndReason,
         ended: list[TrackReport],
         suppressed: list[TrackReport],
-    ) -> None:
+    ) -> bool:
+        """Report an ending track, or suppress it; True when its plate counts as reported (now, or
+        earlier in the same passage)."""
         if not state.confirmed or state.track.frames_seen == 0:
-            return  # tentative (false positive) or a continuation that never matched
+            return False  # tentative (false positive) or a continuation that never matched
         report = self._report(state, reason)
         text = report.reading.text
         plate = self._is_plate(state)
@@ -684,6 +688,7 @@ class Tracker:
         if reported or same_passage:
             # a later piece of this passage (a stopped car found on and off) is measured from here
             self._recent_plates.append((text, state.track.last_seen))
+        return reported or same_passage
 
     def _is_plate(self, state: _TrackState) -> bool:
         """Whether the track's fused reading is a plate to report, not yet asking whether it was."""

@@ -455,6 +455,18 @@ def test_stationary_car_gives_one_event() -> None:
     assert len(suppressed) >= 3 and all(r.continuation_of is not None for r in suppressed)
 
 
+def test_a_parked_car_read_clearly_only_after_max_age_is_reported() -> None:
+    tracker = Tracker(TrackerConfig(max_age_s=5.0))
+    unclear = [("PQ56RST", 0.05)]  # under text_min_confidence: found, not yet read (dusk, glare)
+    frames = [[detection(400.0, 300.0, "PQ56RST", candidates=unclear)] for _ in range(70)]
+    frames += [[detection(400.0, 300.0, "PQ56RST")] for _ in range(40)]
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    reports = ended(updates)
+    assert [r.reading.text for r in reports] == ["PQ56RST"]
+    assert reports[0].track.first_frame >= 50  # the continuation that read it
+
+
 def test_different_car_replacing_a_parked_one_gets_its_own_event() -> None:
     tracker = Tracker(TrackerConfig(max_age_s=5.0))
     frames = [[detection(400.0, 300.0, "PQ56RST")] for _ in range(80)]
