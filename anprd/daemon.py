@@ -63,13 +63,15 @@ _METRICS_SYNC_S = 1.0
 _ABORT_GRACE_S = 5.0
 # Re-binding the same endpoint right after closing it can briefly fail while ZeroMQ tears down.
 _REBIND_WINDOW_S = 2.0
+_REBIND_RETRY_S = 1.0  # after that, how often the main loop tries again
 # A frame whose processing raises is skipped; this many in a row means the worker itself is broken,
 # and it fails so that systemd restarts the daemon. Failures are logged at most this often.
 _MAX_FAILED_FRAMES = 100
 _FAILED_FRAME_LOG_S = 60.0
 _STARTUP_ERRORS = (ConfigError, ModelError, SourceError, PublisherError, MetricsServerError)
-# Detector settings fixed when the model is loaded; a change loads the model again.
-_DETECTOR_LOAD_FIELDS = ("device", "threads", "prefilter", "prefilter_model", "reader")
+# Detector settings fixed when the model is loaded; a change loads the model again (not `threads`:
+# TensorFlow's thread pools are made once per process, so a new model would not use them either).
+_DETECTOR_LOAD_FIELDS = ("device", "prefilter", "prefilter_model", "reader")
 
 
 class _Waker:
@@ -196,6 +198,7 @@ class Daemon:
         self._abort = threading.Event()  # stop processing at once (trackers are still flushed)
         self._worker: threading.Thread | None = None
         self._worker_failed = False
+        self._shut_down = False
         self._failed_frames_in_a_row = 0
         self._failed_frame_logged_at = -math.inf
         self._next_camera = 0
@@ -376,13 +379,16 @@ class Daemon:
 
     def run(self) -> int:
         """Serve until a stop signal or the end of every source; returns the exit status."""
-        last_metrics = last_status = time.monotonic()
+        last_metrics = last_status = last_bind = time.monotonic()
         while True:
             if self._stop_signals:
                 return self._shutdown("stop signal")
             if self._reload_pending:
                 self._reload_pending = False
                 self._reload()
+            if self._publisher is None and time.monotonic() - last_bind >= _REBIND_RETRY_S:
+                self._bind_publisher_again()
+                last_bind = time.monotonic()
             if self._worker_failed or (self._worker is not None and not self._worker.is_alive()):
                 self._shutdown("inference worker failed")
                 return 1
@@ -410,6 +416,17 @@ class Daemon:
             source.reconnecting_on_schedule()
             and (not first_try_failed or source.state is SourceState.RECONNECTING)
             for source in running)
+
+    def _bind_publisher_again(self) -> None:
+        """A reload left no publisher (its endpoint taken meanwhile): events are lost, and logged,
+        until this binds again."""
+        try:
+            self._publisher = EventPublisher(self._config.publisher)
+        except PublisherError:
+            return
+        logger.info("event publisher bound again on %s", self._config.publisher.endpoint)
+        if self._ready:
+            self._metrics.set_ready()
 
     def _become_ready(self) -> None:
         self._ready = True
@@ -445,6 +462,7 @@ class Daemon:
 
     def _shutdown(self, reason: str) -> int:
         """Drain: stop sources, finish queued frames, flush trackers, stop the publisher."""
+        self._shut_down = True
         logger.info("stopping (%s): draining for up to %.1f s", reason, self._config.notify.drain_timeout_s)
         self._notifier.stopping(f"stopping: {reason}")
         self._metrics.set_not_ready("stopping")
@@ -479,10 +497,11 @@ class Daemon:
     def close(self) -> None:
         """Release everything (after a failed :meth:`start`, or after :meth:`run`); idempotent."""
         self._abort.set()
-        if self._cameras:
-            _stop_sources([camera.source for camera in self._cameras.values()], 1.0)
-        if self._worker is not None:
-            self._worker.join(_ABORT_GRACE_S)
+        if not self._shut_down:  # `_shutdown` already stopped them and waited its share of the stop
+            if self._cameras:
+                _stop_sources([camera.source for camera in self._cameras.values()], 1.0)
+            if self._worker is not None:
+                self._worker.join(_ABORT_GRACE_S)
         self._close_outputs()
         self._waker.close()
 
@@ -517,6 +536,8 @@ class Daemon:
             self._notifier.ready(self._status_line())
         else:
             self._metrics.set_not_ready("starting")
+        if self._publisher is None:
+            self._metrics.set_not_ready("no event publisher: binding again every second")
 
     def _prepare(self, new: AnprdConfig) -> _ReloadPlan:
         """Load, bind and open what the new config needs; undoes its own work if one part fails."""
@@ -526,9 +547,9 @@ class Daemon:
         if _detector_needs_load(old.detector, new.detector, self._detector.model_dir, self._base_dir):
             detector = PlateDetector.from_config(new.detector, self._base_dir)
             warm_up(detector)
-            if new.detector.threads != old.detector.threads:
-                logger.warning("detector.threads takes effect at the next start: TensorFlow's thread "
-                               "pools are made once per process")
+        if new.detector.threads != old.detector.threads:
+            logger.warning("detector.threads takes effect at the next start: TensorFlow's thread "
+                           "pools are made once per process")
         publisher = None
         rebuild_publisher = False
         if new.publisher != old.publisher:
