@@ -612,6 +612,7 @@ class Daemon:
                         if not running.finished:
                             running.pipeline.flush()
                         retired.append(running.source)
+                        self._metrics.reset_source(config.id)  # the new grabber counts from zero
                     else:
                         self._metrics.add_camera(config.id)
                     pipeline = self._new_pipeline(config)

@@ -82,7 +82,6 @@ class SourceStats:
     frames_dropped: frames discarded because the consumer was too slow (queue full).
     reconnects: attempts to re-open the source after a failure, successful or not.
     queue_depth: frames waiting for the consumer.
-    last_frame_time: wall-clock time (epoch seconds) the latest frame was read, or None.
     """
 
     source_id: str
@@ -91,7 +90,6 @@ class SourceStats:
     frames_dropped: int
     reconnects: int
     queue_depth: int
-    last_frame_time: float | None
 
 
 # ---- readers: open and read, nothing else ---------------------------------------------------
@@ -374,7 +372,6 @@ class FrameSource:
         self._frames_read = 0
         self._frames_dropped = 0
         self._reconnects = 0
-        self._last_frame_time: float | None = None
         self._thread: threading.Thread | None = None
         self._replay_reader: _Reader | None = None
         self._first_image: np.ndarray | None = None
@@ -419,7 +416,6 @@ class FrameSource:
                 frames_dropped=self._frames_dropped,
                 reconnects=self._reconnects,
                 queue_depth=len(self._queue),
-                last_frame_time=self._last_frame_time,
             )
 
     def read(self, timeout: float | None = None) -> Frame | None:
@@ -502,11 +498,10 @@ class FrameSource:
             self._close_replay()
             self._queue.finish()
 
-    def _count_frame(self, now: float) -> int:
+    def _count_frame(self) -> int:
         """Count one decoded frame; returns its sequence number. Call with the lock held."""
         sequence = self._frames_read
         self._frames_read += 1
-        self._last_frame_time = now
         return sequence
 
     def _run_live(self) -> None:
@@ -571,7 +566,7 @@ class FrameSource:
                 self._set_state(SourceState.STREAMING)
             frames += 1
             with self._lock:
-                sequence = self._count_frame(now)
+                sequence = self._count_frame()
                 if now - last_passed < min_interval:
                     continue  # subsampled (max_fps), not a drop
                 last_passed = now
@@ -617,7 +612,7 @@ class FrameSource:
                 if delay > 0 and self._stop_event.wait(delay):
                     break
             with self._lock:
-                self._count_frame(time.time())
+                self._count_frame()
                 frame = Frame(
                     image=image,
                     timestamp=timestamp,

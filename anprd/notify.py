@@ -31,13 +31,7 @@ __all__ = [
     "Notifier",
     "Watchdog",
     "default_notifier",
-    "extend_timeout",
     "format_status",
-    "ready",
-    "reloading",
-    "status",
-    "stopping",
-    "watchdog",
     "watchdog_interval_s",
 ]
 
@@ -133,12 +127,6 @@ class Notifier:
         """
         now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.send("RELOADING=1", f"MONOTONIC_USEC={now_us}")
-
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for ``seconds`` more before systemd's start/stop timeout fires (e.g. camera slow)."""
-        if seconds <= 0:
-            raise ValueError(f"extend_timeout seconds must be > 0, got {seconds}")
-        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
     def close(self) -> None:
         with self._lock:
@@ -304,7 +292,7 @@ class Watchdog:
         return False
 
 
-# --- Module-level convenience, for NOTIFY_SOCKET from the environment ---------------------
+# --- The process's notifier, for NOTIFY_SOCKET from the environment ----------------------
 
 _default_lock = threading.Lock()
 _default: Notifier | None = None
@@ -321,27 +309,3 @@ def default_notifier() -> Notifier:
                 _default.close()
             _default = Notifier(current)
         return _default
-
-
-def ready(status_text: str | None = None) -> bool:
-    return default_notifier().ready(status_text)
-
-
-def status(text: str) -> bool:
-    return default_notifier().status(text)
-
-
-def watchdog() -> bool:
-    return default_notifier().watchdog()
-
-
-def stopping(status_text: str | None = None) -> bool:
-    return default_notifier().stopping(status_text)
-
-
-def reloading() -> bool:
-    return default_notifier().reloading()
-
-
-def extend_timeout(seconds: float) -> bool:
-    return default_notifier().extend_timeout(seconds)

@@ -167,7 +167,6 @@ class CameraPipeline:
         self._last_time: float | None = None
         self._last_number = 0
         self.frames_processed = 0
-        self.events_emitted = 0
 
     @property
     def camera(self) -> CameraConfig:
@@ -301,7 +300,6 @@ class CameraPipeline:
         events = tuple(self._emitter.events(update, crops))
         for event in events:
             self._publish(event)
-        self.events_emitted += len(events)
         if self._best_crops:
             # Forget crops of tracks that ended (reported or not) or died unconfirmed.
             live = {track.track_id for track in (*update.tracks, *update.tentative)}

@@ -308,10 +308,6 @@ class Tracker:
         """All live tracks, confirmed or not."""
         return tuple(state.track for state in self._states)
 
-    def predicted_boxes(self, frame_time: float) -> dict[int, Box]:
-        """Where each live track is expected at `frame_time` (for region-of-interest detection)."""
-        return {state.track.track_id: state.motion.predict(frame_time) for state in self._states}
-
     def update(
         self, detections: Sequence[Detection], frame_time: float, frame_number: int
     ) -> TrackerUpdate:

@@ -817,7 +817,7 @@ def test_injected_motion_filter_is_used() -> None:
     tracker = Tracker(TrackerConfig(), motion_filter_factory=factory)
     run(tracker, [[detection(0, 0, "AB12CDE")], [detection(5, 0, "AB12CDE")]])
     assert len(made) == 1
-    assert tracker.predicted_boxes(99.0) == {1: Box(5, 0, 100, 25)}
+    assert made[0].predict(99.0) == Box(5, 0, 100, 25)
 
 
 def test_normalized_edit_distance() -> None:
