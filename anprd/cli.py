@@ -15,9 +15,6 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
 class UserError(Exception):
     """An error the user can fix; printed as one line."""
 
@@ -72,24 +69,6 @@ def _load_detector(args: argparse.Namespace):
     return PlateDetector.from_config(config, base_dir)
 
 
-def draw_detections(image, detections, track_ids: list[int] | None = None):
-    """A copy of `image` with each plate's box, text and confidence drawn for a person to look at."""
-    import cv2
-
-    out = image.copy()
-    for i, det in enumerate(detections):
-        x, y, w, h = (int(round(v)) for v in (det.box.x, det.box.y, det.box.w, det.box.h))
-        cv2.rectangle(out, (x, y), (x + w, y + h), (0, 255, 0), 2)
-        label = f"{det.text} {det.confidence:.2f}"
-        if track_ids is not None:
-            label = f"#{track_ids[i]} {label}"
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
-        ty = y - 6 if y - th - 8 > 0 else y + h + th + 6
-        cv2.rectangle(out, (x, ty - th - 4), (x + tw + 4, ty + 4), (0, 0, 0), -1)
-        cv2.putText(out, label, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2)
-    return out
-
-
 def detection_json(det) -> dict:
     return {
         "plate": det.text,
@@ -105,7 +84,8 @@ def detection_json(det) -> dict:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
-    from anprd.imageio import read_image  # ImageReadError: one line naming the file and the reason
+    from anprd.annotate import draw_detections
+    from anprd.imageio import IMAGE_SUFFIXES, read_image  # ImageReadError: one line naming the file
 
     paths = [Path(p) for p in args.images]
     for path in paths:  # fail on a bad input before loading the model; images are not kept, so

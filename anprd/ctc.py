@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALPHABET", "BLANK", "Pattern", "beam_search", "greedy_decode", "normalise_plate",
-           "parse_pattern", "pattern_beam_search"]
+__all__ = ["ALPHABET", "BLANK", "Pattern", "beam_search", "edit_distance", "greedy_decode",
+           "normalise_plate", "parse_pattern", "pattern_beam_search"]
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 BLANK = len(ALPHABET)  # index of the CTC blank, the last column of char_probs
@@ -31,6 +31,17 @@ PATTERN_CLASSES = {"@": LETTER_IDS, "#": DIGIT_IDS, "?": ANY_IDS}
 def normalise_plate(text: str) -> str:
     """Upper-case, spaces and hyphens removed: the form plates are compared in."""
     return re.sub(r"[\s\-]", "", text).upper()
+
+
+def edit_distance(first: str, second: str) -> int:
+    """Levenshtein distance: the fewest characters inserted, deleted or replaced."""
+    previous = list(range(len(second) + 1))
+    for i, a in enumerate(first, start=1):
+        current = [i]
+        for j, b in enumerate(second, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1]
 
 
 def _logsumexp(a: float, b: float) -> float:

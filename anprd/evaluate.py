@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from anprd.ctc import normalise_plate
+from anprd.ctc import edit_distance, normalise_plate
 from anprd.imageio import read_image
 from anprd.types import Box, Detection
 
-__all__ = ["EvalError", "EvalReport", "LabelledImage", "edit_distance", "evaluate", "read_labels",
+__all__ = ["EvalError", "EvalReport", "LabelledImage", "evaluate", "read_labels",
            "score_image"]
 
 IOU_MATCH = 0.3
@@ -77,16 +77,6 @@ def read_labels(folder: Path) -> list[LabelledImage]:
     if not images:
         raise EvalError(f"{labels}: no labelled images")
     return list(images.values())
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 @dataclass

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from anprd.config.source import CameraConfig, ReplayPace, SourceKind, mask_url
-from anprd.imageio import ImageReadError, read_image
+from anprd.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from anprd.types import Frame
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _DEFAULT_VIDEO_FPS = 25.0
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # How often a blocked producer re-checks the stop event (a shared event may be set by anyone).

@@ -13,9 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["ImageReadError", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_image"]
 
 IMAGE_KINDS = "JPEG, PNG, BMP, WebP or TIFF"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # those kinds' files
 _JPEG_START, _JPEG_SCAN, _JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
 
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
+from anprd.annotate import draw_detections
 from anprd.config import (
     AnprdConfig,
     CameraConfig,
@@ -250,8 +251,6 @@ class _Annotator:
         self._banner: list[tuple[str, int]] = []  # (plate, frames left on screen)
 
     def write(self, processed: ProcessedFrame) -> None:
-        from anprd.cli import draw_detections  # the CLI's drawing, shared with `anprd detect`
-
         image = processed.frame.image
         if self._writer is None:
             height, width = image.shape[:2]

@@ -57,6 +57,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from anprd.config.tracker import TrackerConfig
+from anprd.ctc import edit_distance
 from anprd.ctc_fusion import CandidateFusion, FusedReading
 from anprd.types import Box, Detection, Track
 
@@ -196,14 +197,7 @@ def normalized_edit_distance(first: str, second: str) -> float:
     """Levenshtein distance divided by the longer length, in [0, 1]; 0 for two empty strings."""
     if first == second:
         return 0.0
-    longest = max(len(first), len(second))
-    previous = list(range(len(second) + 1))
-    for i, a in enumerate(first, start=1):
-        current = [i]
-        for j, b in enumerate(second, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
-        previous = current
-    return previous[-1] / longest
+    return edit_distance(first, second) / max(len(first), len(second))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from anprd.evaluate import EvalError, edit_distance, evaluate, read_labels, score_image
+from anprd.ctc import edit_distance
+from anprd.evaluate import EvalError, evaluate, read_labels, score_image
 from anprd.types import Box, Detection
 
 
