@@ -13,9 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from anprd.errors import AnprdError
+
 __all__ = ["main"]
 
-class UserError(Exception):
+
+class UserError(AnprdError):
     """An error the user can fix; printed as one line."""
 
 
@@ -268,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    names = {"UserError", "ConfigError", "ModelError", "EvalError", "SourceError", "FontMissingError",
-             "PublisherError", "ImageReadError"}
-    return type(exc).__name__ in names or isinstance(exc, (FileNotFoundError, PermissionError))
+    return isinstance(exc, (AnprdError, FileNotFoundError, PermissionError))
 
 
 if __name__ == "__main__":

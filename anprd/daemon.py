@@ -41,10 +41,11 @@ from anprd.config import AnprdConfig, CameraConfig, ConfigError, load_config, ma
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import parse_pattern
 from anprd.detector import ModelError, PlateDetector, resolve_model_dir
+from anprd.errors import AnprdError
 from anprd.events import EventSequencer
 from anprd.grabber import FrameSource, SourceError, SourceState, open_source
 from anprd.logs import redact_plate, setup_logging
-from anprd.metrics import Metrics, MetricsServer, MetricsServerError, start_metrics_server
+from anprd.metrics import Metrics, MetricsServer, start_metrics_server
 from anprd.notify import Notifier, Watchdog, default_notifier, format_status
 from anprd.pipeline import CameraPipeline, warm_up
 from anprd.publisher import EventPublisher, PublisherError
@@ -68,7 +69,6 @@ _REBIND_RETRY_S = 1.0  # after that, how often the main loop tries again
 # and it fails so that systemd restarts the daemon. Failures are logged at most this often.
 _MAX_FAILED_FRAMES = 100
 _FAILED_FRAME_LOG_S = 60.0
-_STARTUP_ERRORS = (ConfigError, ModelError, SourceError, PublisherError, MetricsServerError)
 # Detector settings fixed when the model is loaded; a change loads the model again (not `threads`:
 # TensorFlow's thread pools are made once per process, so a new model would not use them either).
 _DETECTOR_LOAD_FIELDS = ("device", "prefilter", "prefilter_model", "reader")
@@ -712,7 +712,7 @@ def run_daemon(config_path: Path) -> int:
         with _signal_handlers(daemon):
             try:
                 daemon.start()
-            except _STARTUP_ERRORS as exc:
+            except AnprdError as exc:  # a config, model, camera or port the user can fix
                 _print_error(exc)
                 return 2
             return daemon.run()

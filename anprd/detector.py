@@ -46,6 +46,7 @@ import numpy as np
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
 from anprd.ctc_fusion import views_log_likelihoods
+from anprd.errors import AnprdError
 from anprd.types import Box, Candidate, Detection
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (
 MIN_IMAGE_SIDE = 8  # smaller images hold no findable plate (the narrowest searched for is tens of pixels)
 
 
-class ModelError(Exception):
+class ModelError(AnprdError):
     """The model folder is missing or unusable; the message names the path."""
 
 

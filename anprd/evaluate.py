@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from anprd.ctc import edit_distance, normalise_plate
+from anprd.errors import AnprdError
 from anprd.imageio import read_image
 from anprd.types import Box, Detection
 
@@ -31,7 +32,7 @@ __all__ = ["EvalError", "EvalReport", "LabelledImage", "evaluate", "read_labels"
 IOU_MATCH = 0.3
 
 
-class EvalError(Exception):
+class EvalError(AnprdError):
     """Bad evaluation input; the message names the file (and line)."""
 
 

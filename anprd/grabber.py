@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from anprd.config.source import CameraConfig, ReplayPace, SourceKind, mask_url
+from anprd.errors import AnprdError
 from anprd.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from anprd.types import Frame
 
@@ -59,7 +60,7 @@ _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _STOP_POLL_S = 0.1
 
 
-class SourceError(Exception):
+class SourceError(AnprdError):
     """A source that cannot be used (unreadable file, empty folder, failed open); one line."""
 
 

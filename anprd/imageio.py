@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anprd.errors import AnprdError
+
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_image"]
 
 IMAGE_KINDS = "JPEG, PNG, BMP, WebP or TIFF"
@@ -20,7 +22,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 _JPEG_START, _JPEG_SCAN, _JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
 
 
-class ImageReadError(Exception):
+class ImageReadError(AnprdError):
     """An image file that cannot be used; the one-line message names the file and the reason."""
 
 

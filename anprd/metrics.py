@@ -41,6 +41,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from anprd import __version__
+from anprd.errors import AnprdError
 
 if TYPE_CHECKING:
     from anprd.config.service import MetricsConfig
@@ -259,7 +260,7 @@ class Metrics:
             return self._ready, self._not_ready_reason
 
 
-class MetricsServerError(RuntimeError):
+class MetricsServerError(AnprdError):
     """The metrics endpoint could not start; the message names the address."""
 
 

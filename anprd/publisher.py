@@ -26,6 +26,7 @@ from typing import Self
 import zmq
 
 from anprd.config.publisher import PublisherConfig
+from anprd.errors import AnprdError
 from anprd.events import event_to_json
 from anprd.types import PlateEvent
 
@@ -45,7 +46,7 @@ def topic_for(camera_id: str, topic: Topic = Topic.PLATE) -> str:
     return f"{topic.value}.{camera_id}"
 
 
-class PublisherError(RuntimeError):
+class PublisherError(AnprdError):
     """The publisher could not bind, connect, send or write its spool."""
 
 
@@ -192,17 +193,19 @@ class EventPublisher:
                 logger.error("cannot open event spool %s: %s", config.spool_path, exc)
                 raise PublisherError(f"cannot open event spool {config.spool_path}: {exc}") from exc
 
-        self._socket: zmq.Socket | None = (context or zmq.Context.instance()).socket(zmq.PUB)
-        self._socket.setsockopt(zmq.SNDHWM, config.sndhwm)
-        self._socket.setsockopt(zmq.LINGER, config.linger_ms)
-        try:
+        self._socket: zmq.Socket | None = None
+        try:  # making the socket fails too when the process is out of file descriptors
+            self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+            self._socket.setsockopt(zmq.SNDHWM, config.sndhwm)
+            self._socket.setsockopt(zmq.LINGER, config.linger_ms)
             if config.mode == "bind":
                 self._socket.bind(config.endpoint)
             else:
                 self._socket.connect(config.endpoint)
         except zmq.ZMQError as exc:
-            self._socket.close(linger=0)
-            self._socket = None
+            if self._socket is not None:
+                self._socket.close(linger=0)
+                self._socket = None
             if self._spool is not None:
                 self._spool.close()
             logger.error("cannot %s PUB socket to %s: %s", config.mode, config.endpoint, exc)

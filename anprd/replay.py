@@ -38,7 +38,6 @@ from anprd.annotate import draw_detections
 from anprd.config import (
     AnprdConfig,
     CameraConfig,
-    ConfigError,
     ReplayPace,
     TrackerConfig,
     load_config,
@@ -46,9 +45,10 @@ from anprd.config import (
 )
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import normalise_plate
-from anprd.detector import ModelError, PlateDetector
+from anprd.detector import PlateDetector
+from anprd.errors import AnprdError
 from anprd.events import EventSequencer, event_to_json
-from anprd.grabber import SourceError, SourceState, open_source
+from anprd.grabber import SourceState, open_source
 from anprd.logs import setup_logging
 from anprd.pipeline import CameraPipeline, ProcessedFrame, mask_contours, warm_up
 from anprd.types import PlateEvent
@@ -82,7 +82,7 @@ _REPLAY_QUEUE_SIZE = 8
 _BANNER_SECONDS = 2.0
 
 
-class ReplayError(Exception):
+class ReplayError(AnprdError):
     """Unusable replay input (truth file, output name, camera id); one line naming the problem."""
 
 
@@ -343,7 +343,7 @@ def replay_command(args: argparse.Namespace) -> int:
     _quiet_video_libraries()
     try:
         return _replay(args)
-    except (ReplayError, ConfigError, ModelError, SourceError) as exc:
+    except AnprdError as exc:
         print(f"anprd replay: {exc}", file=sys.stderr, flush=True)
         return 2
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anprd.errors import AnprdError
+
 __all__ = ["FONT_FILES", "FontMissingError", "available_fonts"]
 
 FONT_ROOT = Path("/usr/share/fonts")
@@ -34,7 +36,7 @@ FONT_FILES: tuple[tuple[str, str], ...] = (
 )
 
 
-class FontMissingError(RuntimeError):
+class FontMissingError(AnprdError):
     pass
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from anprd.ctc import ALPHABET, BLANK
+from anprd.errors import AnprdError
 
 __all__ = ["main"]
 
@@ -299,7 +300,7 @@ def run_record(run: Path) -> dict:
     }
 
 
-class ExportError(Exception):
+class ExportError(AnprdError):
     """A run that cannot be exported (not trained yet, no detector folder to join); one line."""
 
 

@@ -31,6 +31,7 @@ from anprd.config.source import (
     source_kind,
 )
 from anprd.config.tracker import TrackerConfig
+from anprd.errors import AnprdError
 
 __all__ = [
     "AnprdConfig",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(AnprdError):
     """A config file that cannot be used; the message is one line naming file, key and value."""
 
 
