@@ -44,17 +44,19 @@ from anprd.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from anprd.types import Frame
 
 __all__ = [
+    "DEFAULT_VIDEO_FPS",
     "FrameSource",
     "SourceError",
     "SourceState",
     "SourceStats",
     "mask_url",
     "open_source",
+    "usable_frame_rate",
 ]
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_VIDEO_FPS = 25.0
+DEFAULT_VIDEO_FPS = 25.0  # for a video that reports no usable frame rate
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # How often a blocked producer re-checks the stop event (a shared event may be set by anyone).
 _STOP_POLL_S = 0.1
@@ -105,6 +107,11 @@ class _Reader(Protocol):
         """Start again from the first image (replays only)."""
 
     def close(self) -> None: ...
+
+
+def usable_frame_rate(reported: float) -> float | None:
+    """A video's reported frame rate, or None where it is no rate (0, NaN, a codec's 90000)."""
+    return reported if 0 < reported <= 1000 else None
 
 
 class _FfmpegOptionsEnv:
@@ -168,7 +175,7 @@ class _CaptureReader:
         self._camera = camera
         self._kind = kind
         self._capture: cv2.VideoCapture | None = None
-        self.fps = _DEFAULT_VIDEO_FPS
+        self.fps = DEFAULT_VIDEO_FPS
         self._open()
 
     def _open(self) -> None:
@@ -191,15 +198,16 @@ class _CaptureReader:
             what = "video file" if kind is SourceKind.FILE else f"{kind.value} source"
             raise SourceError(f"cannot open {what} {mask_url(camera.url)}")
         self._capture = capture
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        if 0 < fps <= 1000:
+        reported = capture.get(cv2.CAP_PROP_FPS)
+        fps = usable_frame_rate(reported)
+        if fps is not None:
             self.fps = fps
         elif kind is SourceKind.FILE:
             logger.warning(
                 "%s: no usable frame rate in the file (%r); assuming %g fps",
                 camera.url,
-                fps,
-                _DEFAULT_VIDEO_FPS,
+                reported,
+                DEFAULT_VIDEO_FPS,
             )
 
     def read(self) -> np.ndarray | None:

@@ -48,7 +48,7 @@ from anprd.ctc import normalise_plate
 from anprd.detector import PlateDetector
 from anprd.errors import AnprdError
 from anprd.events import EventSequencer, event_to_json
-from anprd.grabber import SourceState, open_source
+from anprd.grabber import DEFAULT_VIDEO_FPS, SourceState, open_source, usable_frame_rate
 from anprd.logs import setup_logging
 from anprd.pipeline import CameraPipeline, ProcessedFrame, mask_contours, warm_up
 from anprd.types import PlateEvent
@@ -290,7 +290,7 @@ def _probe(video: Path, camera: CameraConfig) -> tuple[int | None, float]:
         fps = capture.get(cv2.CAP_PROP_FPS)
     finally:
         capture.release()
-    return (count if count > 0 else None), (fps if 0 < fps <= 1000 else 25.0)
+    return (count if count > 0 else None), usable_frame_rate(fps) or DEFAULT_VIDEO_FPS
 
 
 def _settings(args: argparse.Namespace) -> tuple[DetectorConfig, TrackerConfig, CameraConfig, Path | None]:
