@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: setup test lint run bench eval train hog clip install clean
+.PHONY: setup test lint run bench eval train streets-check hog clip install clean
 
 $(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -37,8 +37,12 @@ eval: setup
 # run; 2 h 37 min end to end on 2 cores with session 15's reader, about 2 h 40 min with r9's wider
 # context (its run: 67.8 min; README "Training"). A stopped run continues
 # with `--resume` on its run folder; then run the lines after it by hand.
-STREETS_OPT = $(if $(wildcard ../shared/data/streets),--backgrounds ../shared/data/streets,)
-train: setup
+STREETS := ../shared/data/streets
+STREETS_OPT = $(if $(wildcard $(STREETS)),--backgrounds $(STREETS),)
+streets-check:
+	@test -d $(STREETS) || echo "make: $(STREETS) not found: training on scikit-image's bundled" \
+		"photos alone, so the model will differ from the shipped one (README \"Training\")" >&2
+train: setup streets-check
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \
 		--val-every 1000 $(STREETS_OPT)
@@ -49,7 +53,7 @@ train: setup
 	$(PY) -m train.train_reader --run runs/r9 --export models/anprd-v9
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
-hog: setup
+hog: setup streets-check
 	$(PY) -m cascade.train_hog --out models/hog-v1 --seed 1 $(STREETS_OPT)
 
 clip: setup

@@ -13,9 +13,11 @@ packages=(
     python3-gi
     gstreamer1.0-plugins-base
     gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad  # jpegparse
     gstreamer1.0-plugins-ugly
-    gstreamer1.0-tools
     gstreamer1.0-libav
+    # `systemd-analyze verify` for the unit tests (tests/test_service_units.py); nothing is started
+    systemd
     # Plate fonts (see shared/FINDINGS.md, Fonts)
     fonts-opendin
     fonts-bebas-neue
@@ -32,7 +34,6 @@ packages=(
     fonts-league-spartan
     fonts-allerta
     fonts-jetbrains-mono
-    fonts-texgyre
 )
 
 fail() {

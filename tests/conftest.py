@@ -235,15 +235,34 @@ def rtsp_server(rtsp_server_factory: Callable[..., RtspTestServer]) -> str:
     return rtsp_server_factory().url
 
 
+def without_root_file_access(locked: Path) -> list[str]:
+    """A command prefix that runs without root's right to read and search any file, as an
+    unprivileged service runs; [] when not root. `locked` is a file or folder its owner may not
+    read: the test is skipped only where that right cannot be dropped (root reads `locked` even so)."""
+    if os.geteuid() != 0:
+        return []
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    works = subprocess.run([*drop, "true"], capture_output=True, text=True)
+    if works.returncode != 0:
+        pytest.skip(f"root here cannot drop the right to read every file: {works.stderr.strip()[:200]}")
+    probe = ["ls", str(locked)] if locked.is_dir() else ["cat", str(locked)]
+    if subprocess.run([*drop, *probe], capture_output=True).returncode == 0:
+        pytest.skip(f"root here reads {locked} without that right (user namespaces)")
+    return drop
+
+
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 4 s 640x360 clip with passing cars (train.clip exits 1 when no plate fits), and its truth
-    CSV; shared by the replay and daemon tests, rendered once."""
+    """A 4 s 640x360 clip with passing cars (train.clip exits 1 when no plate fits) on scikit-image's
+    photos, and its truth CSV; shared by the replay and daemon tests, rendered once."""
+    import skimage
+
     folder = tmp_path_factory.mktemp("clip")
     video, truth = folder / "clip.mp4", folder / "clip.truth.csv"
+    photos = Path(skimage.__file__).parent / "data"  # the same backgrounds with or without ../shared
     result = subprocess.run(
         [sys.executable, "-m", "train.clip", "--seed", "5", "--seconds", "4", "--size", "640x360",
-         "--out", str(video), "--truth", str(truth)],
+         "--out", str(video), "--truth", str(truth), "--backgrounds", str(photos)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr
