@@ -270,6 +270,12 @@ def test_config_reference_script_prints_the_table() -> None:
     assert result.stdout == config_reference_markdown()
 
 
+def test_readme_holds_the_generated_config_reference() -> None:
+    # the user's manual must not drift from the config models (regenerate it with the script above)
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert config_reference_markdown().strip() in readme
+
+
 def test_bundled_configs_load() -> None:
     """config.yaml (make run) and config.example.yaml (make install) must stay valid."""
     repo = Path(__file__).resolve().parent.parent

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,15 +38,30 @@ def test_twin_agrees_with_the_window_model_on_the_same_window(net):
                                rtol=1e-4, atol=1e-5)
 
 
-def test_twin_cells_are_the_windows_on_an_8_pixel_grid(net):
-    """Away from image borders, grid cell (r, c) equals the window model on the crop at (8r, 8c)."""
-    image = np.random.default_rng(2).integers(0, 255, (1, 160, 256, 1)).astype(np.float32)
-    grid = net.detection_model(image, training=False)["presence"].numpy()[0, :, :, 0]
-    r, c = 6, 8  # the window at (48, 64) lies well inside: 'same' padding effects stay outside it
-    crop = image[:, 8 * r: 8 * r + 64, 8 * c: 8 * c + 128]
-    single = net.window_model(crop, training=False)["presence"].numpy()[0, 0]
-    # inside an image the window's borders see real neighbours instead of padding, so allow a margin
-    assert abs(grid[r, c] - single) < 0.5 * (abs(single) + 1e-3) + 0.05
+def test_twin_cells_are_the_windows_on_an_8_pixel_grid():
+    """Grid cell (r, c) is the window at (8r, 8c): of the window model's outputs at the cells' own
+    offsets and at offsets one cell off, the cells' own follow the grid best. (Not equal: inside an
+    image a cell sees real pixels past its window where the window model sees padding; that is why
+    the committed model is used, whose outputs vary from window to window, and a plate scene.)"""
+    import cv2
+    from generated_scenes import generated_scenes
+
+    model_dir = Path(__file__).resolve().parents[1] / "models" / "anprd-v9"
+    meta = json.loads((model_dir / "model.json").read_text())
+    trained = PlateNet(NetConfig.from_json(meta["net"]))
+    trained.window_model.load_weights(model_dir / "weights.weights.h5")
+    image, _ = generated_scenes(7, 1, size=(320, 200), plate_width=(90, 100))[0]
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[None, :, :, None].astype(np.float32)
+    grid = trained.detection_model(gray, training=False)["presence"].numpy()[0, :, :, 0]
+    rows, cols = grid.shape
+    windows = np.stack([gray[0, 8 * r: 8 * r + 64, 8 * c: 8 * c + 128]
+                        for r in range(rows) for c in range(cols)])
+    single = trained.window_model(windows, training=False)["presence"].numpy().reshape(rows, cols)
+    inner = grid[1:-1, 1:-1].ravel()
+    shifted = {(dr, dc): single[1 + dr: rows - 1 + dr, 1 + dc: cols - 1 + dc].ravel()
+               for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+    agreement = {offset: np.corrcoef(inner, cells)[0, 1] for offset, cells in shifted.items()}
+    assert max(agreement, key=agreement.get) == (0, 0), agreement
 
 
 def test_twin_shares_the_weights(net):
