@@ -40,7 +40,7 @@ from types import FrameType
 from anprd.config import AnprdConfig, CameraConfig, ConfigError, load_config, mask_url
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import parse_pattern
-from anprd.detector import ModelError, PlateDetector, resolve_model_dir
+from anprd.detector import PlateDetector, resolve_model_dir
 from anprd.errors import AnprdError
 from anprd.events import EventSequencer
 from anprd.grabber import FrameSource, SourceError, SourceState, open_source
@@ -523,7 +523,7 @@ class Daemon:
         self._metrics.set_not_ready("reloading")
         try:
             plan = self._prepare(new)
-        except (ModelError, PublisherError, SourceError) as exc:
+        except AnprdError as exc:  # a model, port or camera of the new config that cannot be used
             logger.error("config reload failed, keeping the running config: %s", exc)
         except Exception:  # unforeseen (memory for a second model): the cameras must go on
             logger.exception("config reload failed, keeping the running config")
