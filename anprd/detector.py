@@ -299,6 +299,10 @@ PAGE_GAP = 8  # pixels between packed crops, filled with each crop's edge pixels
 _Page = tuple[tuple[int, int], list[tuple[int, tuple[int, int]]]]  # (height, width), [(crop index, (y, x))]
 
 
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
 def fits_page(height: int, width: int) -> bool:
     """Whether a crop of this size, with its gap, fits on a page."""
     return height + PAGE_GAP <= PAGE_ROWS and width + PAGE_GAP <= PAGE_WIDTH
@@ -315,7 +319,7 @@ def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
     """
     if not all(fits_page(h, w) for h, w in sizes):
         raise ValueError(f"a crop does not fit a {PAGE_ROWS}x{PAGE_WIDTH} page")
-    footprints = [(-(-(h + PAGE_GAP) // 8) * 8, -(-(w + PAGE_GAP) // 8) * 8) for h, w in sizes]
+    footprints = [(_round_up(h + PAGE_GAP, 8), _round_up(w + PAGE_GAP, 8)) for h, w in sizes]
     pages: list[_Page] = []
     placed: list[tuple[int, tuple[int, int]]] = []
     y = x = shelf = 0
@@ -324,12 +328,12 @@ def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
         if x + fw > PAGE_WIDTH:  # next shelf
             y, x, shelf = y + shelf, 0, 0
         if y + max(shelf, fh) > PAGE_ROWS:  # next page
-            pages.append(((-(-(y + shelf) // PAGE_ROW_STEP) * PAGE_ROW_STEP, PAGE_WIDTH), placed))
+            pages.append(((_round_up(y + shelf, PAGE_ROW_STEP), PAGE_WIDTH), placed))
             placed, y, x, shelf = [], 0, 0, 0
         placed.append((index, (y, x)))
         x, shelf = x + fw, max(shelf, fh)
     if placed:
-        pages.append(((-(-(y + shelf) // PAGE_ROW_STEP) * PAGE_ROW_STEP, PAGE_WIDTH), placed))
+        pages.append(((_round_up(y + shelf, PAGE_ROW_STEP), PAGE_WIDTH), placed))
     return pages
 
 
