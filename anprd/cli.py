@@ -180,6 +180,26 @@ def cmd_train(train_args: list[str]) -> int:
     return train_main(train_args)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):  # also refuses nan, which would never time out
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from anprd.subscriber import subscribe_command
 
@@ -238,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint", metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
     p.add_argument("--camera", help="only this camera id")
     p.add_argument("--pretty", action="store_true", help="indented JSON")
-    p.add_argument("--max-events", type=int, help="exit after this many events")
-    p.add_argument("--timeout", type=float, help="exit after this many seconds in all "
+    p.add_argument("--max-events", type=_positive_int, help="exit after this many events")
+    p.add_argument("--timeout", type=_seconds, help="exit after this many seconds in all "
                    "(status 1 if fewer than --max-events arrived)")
     p.set_defaults(func=cmd_subscribe)
 

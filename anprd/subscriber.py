@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import zmq
 
+from anprd.config.publisher import check_tcp_port
 from anprd.publisher import Topic, topic_for
 
 __all__ = ["EventDecodeError", "EventSubscriber", "subscribe_command"]
@@ -144,6 +145,11 @@ def subscribe_command(
         0: stopped after max_events or the timeout (with max_events None), or stdout closed;
         1: timed out before max_events events; 2: bad endpoint; 130: interrupted.
     """
+    try:
+        check_tcp_port(endpoint)
+    except ValueError as exc:
+        print(f"anprd subscribe: {endpoint}: {exc}", file=sys.stderr)
+        return 2
     try:
         subscriber = EventSubscriber(endpoint, camera_id)
     except zmq.ZMQError as exc:

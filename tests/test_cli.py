@@ -181,3 +181,15 @@ def test_detect_json_and_annotate(scene_set, tmp_path):
     annotated = cv2.imread(str(out))
     assert annotated is not None and annotated.shape == cv2.imread(str(image)).shape
     assert (annotated != cv2.imread(str(image))).any()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["tcp://127.0.0.1:99999", "--timeout", "1"], "needs a port from 1 to 65535"),
+    (["tcp://127.0.0.1:5999", "--timeout", "nan"], "--timeout: must be a finite number"),  # never timed out
+    (["tcp://127.0.0.1:5999", "--max-events", "0"], "--max-events: must be at least 1"),
+])
+def test_subscribe_refuses_a_port_or_limit_it_could_not_honour(args, needle):
+    result = anprd("subscribe", *args)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert needle in result.stderr.splitlines()[-1]

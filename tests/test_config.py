@@ -218,6 +218,50 @@ def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
     assert message.startswith(f"{path}: YAML syntax error at line 4")
 
 
+ONE_CAMERA = "cameras: [{id: a, url: rtsp://cam/1}]\n"
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(tmp_path: Path) -> None:
+    # PyYAML keeps the last of two `detector:` sections, which would drop the first one's settings
+    path = write_config(tmp_path, "cameras: [{id: a, url: rtsp://cam/1}]\n"
+                                  "detector: {min_confidence: 0.5}\ndetector: {threads: 1}\n")
+    assert config_error(path) == (f"{path}: YAML error at line 3, column 1: "
+                                  "key 'detector' is given twice in one mapping")
+
+
+@pytest.mark.parametrize(("section", "value"), [
+    ("tracker: {iou_weight: .inf}", "Infinity"),  # an infinite cost weight suppressed every event
+    ("tracker: {fusion_log_floor: -.inf}", "-Infinity"),
+    ("tracker: {max_age_s: .nan}", "NaN"),
+])
+def test_infinite_and_nan_numbers_are_refused(tmp_path: Path, section: str, value: str) -> None:
+    path = write_config(tmp_path, f"cameras: [{{id: a, url: rtsp://cam/1}}]\n{section}\n")
+    key = section.split(": {")[0] + "." + section.split("{")[1].split(":")[0]
+    assert config_error(path) == f"{path}: {key}: input should be a finite number (got {value})"
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:99999", "tcp://127.0.0.1:0", "tcp://127.0.0.1"])
+def test_a_tcp_endpoint_needs_a_real_port(tmp_path: Path, endpoint: str) -> None:
+    # ZeroMQ binds port 99999 as 34463 (modulo 65536), where no subscriber would look
+    path = write_config(tmp_path, f"{ONE_CAMERA}publisher: {{endpoint: '{endpoint}'}}\n")
+    assert config_error(path) == (f"{path}: publisher.endpoint: a tcp:// endpoint needs a port from 1 to "
+                                  f"65535, or * for any free port (got '{endpoint}')")
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:*", "tcp://[::1]:65535", "ipc:///run/anprd/events"])
+def test_good_endpoints_load(tmp_path: Path, endpoint: str) -> None:
+    path = write_config(tmp_path, f"{ONE_CAMERA}publisher: {{endpoint: '{endpoint}'}}\n")
+    assert load_config(path).publisher.endpoint == endpoint
+
+
+def test_messages_keep_an_acronym_and_say_the_value_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cameras: [{id: a, url: 'rtsp://'}]\n")
+    assert config_error(path) == f"{path}: cameras.0.url: URL has no host (got 'rtsp://')"
+    path = write_config(tmp_path, "cameras: [{id: a, url: rtsp://cam/1}]\nmetrics: {address: localhost}\n")
+    assert config_error(path) == (f"{path}: metrics.address: must be an IP address (a host name is not "
+                                  "resolved here) (got 'localhost')")
+
+
 @pytest.mark.parametrize(
     ("text", "found"), [("", "an empty file"), ("- a\n- b\n", "a list")]
 )

@@ -126,7 +126,7 @@ def load_config(path: str | Path) -> AnprdConfig:
         raise ConfigError(f"{label}: cannot read: {reason}") from None
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: {_describe_yaml_error(exc)}") from None
     if not isinstance(data, dict):
@@ -149,12 +149,28 @@ def load_config(path: str | Path) -> AnprdConfig:
         raise ConfigError(line) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last silently, so
+    a second `detector:` section would drop the first one's settings without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _describe_yaml_error(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
     if mark is None:
-        return f"YAML syntax error: {problem}"
-    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f"{kind}: {problem}"
+    return f"{kind} at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _yaml_type_name(value: Any) -> str:
@@ -182,7 +198,8 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
     else:
         for prefix in ("Value error, ", "Assertion failed, "):
             message = message.removeprefix(prefix)
-    message = message[:1].lower() + message[1:]
+    if not message[1:2].isupper():  # "URL has no host" keeps its capitals
+        message = message[:1].lower() + message[1:]
     text = f"{'.'.join(loc)}: {message}" if loc else message
     if show_value:
         text += f" (got {_describe_value(value)})"

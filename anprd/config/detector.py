@@ -79,7 +79,7 @@ class DetectorConfig(AnprdBaseModel):
     def _check_read_scales(cls, scales: list[float]) -> list[float]:
         for factor in scales:
             if not 0.5 <= factor <= 2.0:
-                raise ValueError(f"each read scale must be between 0.5 and 2, got {factor}")
+                raise ValueError(f"each read scale must be between 0.5 and 2 ({factor} is not)")
         return scales
 
     @field_validator("patterns")

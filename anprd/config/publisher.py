@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from anprd.config.base import AnprdBaseModel
 
-__all__ = ["PublisherConfig"]
+__all__ = ["PublisherConfig", "check_tcp_port"]
+
+
+def check_tcp_port(endpoint: str) -> str:
+    """`endpoint` if it is not TCP, or its port is * or 1-65535. ZeroMQ takes a larger number modulo
+    65536 and binds there (tcp://127.0.0.1:99999 binds 34463), where no subscriber looks."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    port = endpoint.rpartition(":")[2]
+    if port == "*" or (port.isdigit() and 1 <= int(port) <= 65535):
+        return endpoint
+    raise ValueError("a tcp:// endpoint needs a port from 1 to 65535, or * for any free port")
 
 
 class PublisherConfig(AnprdBaseModel):
@@ -21,6 +32,7 @@ class PublisherConfig(AnprdBaseModel):
         description="ZeroMQ endpoint of the PUB socket (tcp://host:port, tcp://host:* for any free "
         "port, ipc:///path, inproc://name).",
     )
+
     mode: Literal["bind", "connect"] = Field(
         "bind",
         description="bind: subscribers connect to us; connect: we connect to a proxy's XSUB side.",
@@ -54,3 +66,8 @@ class PublisherConfig(AnprdBaseModel):
         description="fsync the spool after every event (durable across power loss, one disk flush "
         "per event).",
     )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_tcp_port(cls, endpoint: str) -> str:
+        return check_tcp_port(endpoint)

@@ -41,7 +41,7 @@ class MetricsConfig(AnprdBaseModel):
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"metrics.address must be an IP address, got {value!r}") from None
+            raise ValueError("must be an IP address (a host name is not resolved here)") from None
         return value
 
 
