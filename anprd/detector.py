@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -337,6 +338,22 @@ def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
     return pages
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line: Keras' weight errors run to 90 lines of tensors."""
+    text = " ".join(str(exc).split("\n", 1)[0].split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_weights(model, weights: Path) -> None:
+    """`model.load_weights(weights)`, any failure as one ModelError line naming the file."""
+    try:
+        with warnings.catch_warnings():  # a mismatched file also warns once per layer
+            warnings.simplefilter("ignore")
+            model.load_weights(weights)
+    except Exception as exc:  # h5py/keras raise many types for a bad file
+        raise ModelError(f"{weights}: cannot load weights ({_first_line(exc)})") from None
+
+
 class PlateDetector:
     """Loads the model once and finds plates in images. Not thread-safe; one per inference worker.
 
@@ -357,8 +374,8 @@ class PlateDetector:
         meta_path = model_dir / "model.json"
         try:
             self.meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{meta_path}: unreadable model metadata ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{meta_path}: unreadable model metadata ({_first_line(exc)})") from None
         if (not isinstance(self.meta, dict) or self.meta.get("format") != "anprd-plate-net/1"
                 or self.meta.get("alphabet") != ALPHABET):
             raise ModelError(f"{meta_path}: not an anprd plate model of a known format")
@@ -385,11 +402,11 @@ class PlateDetector:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{meta_path}: bad \"net\" description ({exc!r})") from None
         with tf.device(self.device):
-            self.net = PlateNet(net_config)
             try:
-                self.net.window_model.load_weights(weights)
-            except Exception as exc:  # h5py/keras raise many types for a bad file
-                raise ModelError(f"{weights}: cannot load weights ({exc})") from None
+                self.net = PlateNet(net_config)
+            except (TypeError, ValueError) as exc:  # sizes Keras cannot build, e.g. "stem": -1
+                raise ModelError(f"{meta_path}: bad \"net\" description ({_first_line(exc)})") from None
+            _load_weights(self.net.window_model, weights)
         self._tf = tf
         self._detect_fn = tf.function(lambda x: self.net.detection_model(x, training=False),
                                       input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
@@ -417,11 +434,11 @@ class PlateDetector:
             if not weights.is_file():
                 raise ModelError(f"{weights}: reader weights missing (model.json names them)")
             with self._tf.device(self.device):
-                model = build_reader(config)
                 try:
-                    model.load_weights(weights)
-                except Exception as exc:  # h5py/keras raise many types for a bad file
-                    raise ModelError(f"{weights}: cannot load weights ({exc})") from None
+                    model = build_reader(config)
+                except (TypeError, ValueError) as exc:
+                    raise ModelError(f"{meta_path}: bad reader description ({_first_line(exc)})") from None
+                _load_weights(model, weights)
             readers.append(self._tf.function(
                 lambda x, model=model: model(x, training=False)["text"],
                 input_signature=[self._tf.TensorSpec([None, READER_H, READER_W, 1], self._tf.float32)]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -125,17 +126,34 @@ def test_eval_refuses_a_box_that_is_not_a_number(tmp_path):
     assert_one_line_error(anprd("eval", str(tmp_path)), "labels.tsv:1", "finite")
 
 
-@pytest.mark.parametrize(("meta", "needle"), [("[]", "not an anprd plate model"),
-                                              (None, 'bad "net" description')])
+SHIPPED_MODEL = REPO / "models" / "anprd-v9"
+
+
+def _shipped_meta(**changes) -> bytes:
+    meta = json.loads((SHIPPED_MODEL / "model.json").read_text())
+    return json.dumps({**meta, **changes}).encode()
+
+
+def _shipped_net(**changes) -> dict:
+    return {**json.loads((SHIPPED_MODEL / "model.json").read_text())["net"], **changes}
+
+
+@pytest.mark.parametrize(("meta", "needle"), [
+    (lambda: b"[]", "not an anprd plate model"),
+    (lambda: _shipped_meta(net=None), 'bad "net" description'),
+    (lambda: b"\xff\xfe\x00 not UTF-8", "unreadable model metadata"),
+    (lambda: _shipped_meta(net=_shipped_net(stem=-1)), 'bad "net" description'),  # Keras refuses to build
+    # a net the weights were not trained for: Keras' own message runs to 90 lines of tensors
+    (lambda: _shipped_meta(net=_shipped_net(stem=_shipped_net()["stem"] * 2)), "cannot load weights"),
+])
 def test_a_corrupt_model_json_is_named(tmp_path, meta, needle):
     model = tmp_path / "model"
     model.mkdir()
-    shipped = json.loads((REPO / "models" / "anprd-v9" / "model.json").read_text())
-    (model / "model.json").write_text(meta if meta is not None else json.dumps({**shipped, "net": None}))
-    (model / "weights.weights.h5").write_bytes(b"")
+    (model / "model.json").write_bytes(meta())
+    shutil.copyfile(SHIPPED_MODEL / "weights.weights.h5", model / "weights.weights.h5")
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((64, 128, 3), np.uint8))
-    assert_one_line_error(anprd("detect", str(image), "--model", str(model)), "model.json", needle)
+    assert_one_line_error(anprd("detect", str(image), "--model", str(model)), needle)
 
 
 def test_train_passes_every_option_to_the_trainer(tmp_path):
