@@ -3,14 +3,15 @@ annotated video of `anprd replay`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from anprd.types import Detection
 
-__all__ = ["draw_detections"]
+__all__ = ["draw_detections", "overwritten_input"]
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[Detection],
@@ -28,3 +29,16 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection],
         cv2.rectangle(out, (x, ty - th - 4), (x + tw + 4, ty + 4), (0, 0, 0), -1)
         cv2.putText(out, label, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2)
     return out
+
+
+def overwritten_input(out: Path, inputs: Iterable[Path]) -> Path | None:
+    """The input that writing `out` would destroy (the same file, by any path to it), or None."""
+    if not out.exists():
+        return None
+    for path in inputs:
+        try:
+            if path.exists() and out.samefile(path):
+                return path
+        except OSError:  # unreadable: cannot be the file we are about to read either
+            continue
+    return None

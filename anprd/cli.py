@@ -87,7 +87,7 @@ def detection_json(det) -> dict:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
-    from anprd.annotate import draw_detections
+    from anprd.annotate import draw_detections, overwritten_input
     from anprd.imageio import IMAGE_SUFFIXES, read_image  # ImageReadError: one line naming the file
 
     paths = [Path(p) for p in args.images]
@@ -103,9 +103,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 raise UserError(f"{out}: cannot make the folder for annotated images "
                                 f"({exc.strerror or exc})") from None
             annotate_dir = out
-    targets = _annotation_targets(paths, annotate_dir) if annotate_dir else {}
+        elif (same := overwritten_input(out, paths)) is not None:
+            raise UserError(f"{out}: --annotate would overwrite the input image {same}")
+    targets = _annotation_targets(paths, annotate_dir) if annotate_dir else []
     detector = _load_detector(args)
-    for path in paths:
+    for index, path in enumerate(paths):
         image = read_image(path)
         detections = detector.detect(image)
         if args.json:
@@ -117,7 +119,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 print(f"  {d.text:<10} confidence {d.confidence:.3f}  box x={d.box.x:.0f} y={d.box.y:.0f} "
                       f"w={d.box.w:.0f} h={d.box.h:.0f}  candidates: {cands}")
         if args.annotate:
-            target = targets[path] if annotate_dir else Path(args.annotate)
+            target = targets[index] if annotate_dir else Path(args.annotate)
             encoded, data = cv2.imencode(target.suffix, draw_detections(image, detections))
             try:
                 if not encoded:
@@ -128,10 +130,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _annotation_targets(paths: list[Path], folder: Path) -> dict[Path, Path]:
-    """`NAME.annotated.jpg` in `folder` per input; inputs of one name from different folders get
-    `NAME-2.annotated.jpg`, ... rather than overwrite each other."""
-    targets: dict[Path, Path] = {}
+def _annotation_targets(paths: list[Path], folder: Path) -> list[Path]:
+    """`NAME.annotated.jpg` in `folder` per input, in order; inputs of one name (from different
+    folders, or one given twice) get `NAME-2.annotated.jpg`, ... rather than overwrite each other."""
+    targets: list[Path] = []
     taken: set[str] = set()
     for path in paths:
         name, n = path.stem, 1
@@ -139,7 +141,7 @@ def _annotation_targets(paths: list[Path], folder: Path) -> dict[Path, Path]:
             n += 1
             name = f"{path.stem}-{n}"
         taken.add(name)
-        targets[path] = folder / f"{name}.annotated.jpg"
+        targets.append(folder / f"{name}.annotated.jpg")
     return targets
 
 

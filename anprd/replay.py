@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from anprd.annotate import draw_detections
+from anprd.annotate import draw_detections, overwritten_input
 from anprd.config import (
     AnprdConfig,
     CameraConfig,
@@ -356,6 +356,8 @@ def _replay(args: argparse.Namespace) -> int:
     annotate = Path(args.annotate) if getattr(args, "annotate", None) else None
     if annotate is not None and annotate.suffix.lower() not in _WRITER_CODECS:
         raise ReplayError(f"{annotate}: annotated video must end in .mp4 (mp4v) or .avi (MJPG)")
+    if annotate is not None and overwritten_input(annotate, [Path(args.video)]) is not None:
+        raise ReplayError(f"{annotate}: --annotate would overwrite the video being replayed")
     detector_config, tracker_config, camera, base_dir = _settings(args)
     setup_logging("WARNING")  # the progress bar and the events own the terminal
     video = Path(args.video)

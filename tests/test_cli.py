@@ -120,6 +120,19 @@ def test_detect_annotates_latin1_names_and_same_names_from_two_folders(tmp_path)
     assert names == [b"a-2.annotated.jpg", b"a.annotated.jpg", b"caf\xe9.annotated.jpg"]
 
 
+def test_detect_annotates_an_image_given_twice_twice_and_never_over_its_input(tmp_path):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((64, 128, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    result = anprd("detect", str(image), str(image), "--annotate", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a-2.annotated.jpg", "a.annotated.jpg"]
+    before = image.read_bytes()
+    assert_one_line_error(anprd("detect", str(image), "--annotate", str(image)),
+                          "would overwrite the input image")
+    assert image.read_bytes() == before
+
+
 def test_eval_refuses_a_box_that_is_not_a_number(tmp_path):
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((10, 10, 3), np.uint8))
     (tmp_path / "labels.tsv").write_text("a.jpg\t1\t2\tnan\t4\tAB12\n")

@@ -141,6 +141,18 @@ def test_unwritable_annotation_format_is_refused(clip: tuple[Path, Path], tmp_pa
     assert ".mp4" in line and ".avi" in line
 
 
+def test_annotating_over_the_video_being_replayed_is_refused(clip: tuple[Path, Path], tmp_path: Path) -> None:
+    # the writer truncated the input: 11 of 40 frames were replayed and the recording was lost
+    video = tmp_path / "gate.mp4"
+    video.write_bytes(clip[0].read_bytes())
+    before = video.read_bytes()
+    via_link = tmp_path / "same.mp4"
+    via_link.symlink_to(video)
+    line = _one_line_error(_anprd("replay", str(video), "--annotate", str(via_link)))
+    assert "would overwrite the video being replayed" in line
+    assert video.read_bytes() == before
+
+
 # --- truth files and scoring -------------------------------------------------------------------
 
 
