@@ -88,11 +88,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
     from anprd.annotate import draw_detections, overwritten_input
-    from anprd.imageio import IMAGE_SUFFIXES, read_image  # ImageReadError: one line naming the file
+    from anprd.imageio import IMAGE_SUFFIXES, check_image, read_image  # ImageReadError: one line
 
     paths = [Path(p) for p in args.images]
     for path in paths:  # fail on a bad input before loading the model; images are not kept, so
-        read_image(path)  # a thousand photos do not all sit in memory (decoding again is ~2% of a detect)
+        check_image(path)  # a thousand photos do not all sit in memory (decoding again is ~2% of a detect)
     annotate_dir = None
     if args.annotate:
         out = Path(args.annotate)

@@ -8,6 +8,9 @@ fill the rest with grey).
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,7 +18,7 @@ import numpy as np
 
 from anprd.errors import AnprdError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "check_image", "read_image"]
 
 IMAGE_KINDS = "JPEG, PNG, BMP, WebP or TIFF"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # those kinds' files
@@ -50,3 +53,32 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise ImageReadError(f"{path}: not a readable image ({IMAGE_KINDS})")
     return image
+
+
+# What the decoders print (to the process's stderr, not as errors) for data they could not decode
+# and filled with grey; their other messages, such as libpng's notes on colour profiles, are benign.
+# ("Corrupt JPEG data: N extraneous bytes before marker" is common in camera files that decode whole.)
+_CORRUPT_DATA_MESSAGES = ("premature end of data segment", "Premature end of JPEG file", "bad Huffman code",
+                          "libpng error", "Unexpected end of input stream", "TIFF_Error")
+
+
+def check_image(path: Path) -> None:
+    """Fail as `read_image` does, and also on corrupt data the decoders only complain about: libjpeg
+    decodes a JPEG with a damaged middle, or a header claiming far more pixels than its data holds,
+    as grey, and says so on stderr. The decoders' messages are kept off the terminal (an error is
+    one line) and the first complaint becomes the error. stderr is set aside while decoding, so call
+    this where no other thread writes to it (the CLI checks its inputs before loading the model)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            read_image(path)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        said = captured.read().decode(errors="replace").splitlines()
+    complaint = next((line.strip() for line in said if any(m in line for m in _CORRUPT_DATA_MESSAGES)), None)
+    if complaint is not None:
+        raise ImageReadError(f"{path}: corrupt image data (the decoder said: {complaint[:120]})")

@@ -224,3 +224,12 @@ def test_subscribe_refuses_a_port_or_limit_it_could_not_honour(args, needle):
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
     assert needle in result.stderr.splitlines()[-1]
+
+
+def test_a_jpeg_cut_in_half_but_ended_is_refused_in_one_line(tmp_path):
+    # libjpeg decodes the missing half as grey and only complains on stderr
+    noise = np.random.default_rng(5).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", noise)[1].tobytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    assert_one_line_error(anprd("detect", str(cut)), "cut.jpg", "corrupt image data")
