@@ -356,9 +356,12 @@ class Daemon:
         camera.pipeline.flush()
         camera.finished = True
         state = camera.source.state
-        log = logger.error if state is SourceState.FAILED else logger.info
-        log("camera %s: source %s after %d frames", camera.config.id,
-            "failed" if state is SourceState.FAILED else "ended", camera.pipeline.frames_processed)
+        if state is SourceState.FAILED:
+            logger.error("camera %s: source failed after %d frames: %s", camera.config.id,
+                         camera.pipeline.frames_processed, camera.source.failure or "see above")
+        else:
+            logger.info("camera %s: source ended after %d frames", camera.config.id,
+                        camera.pipeline.frames_processed)
         self._waker.wake()
 
     def _flush_unfinished(self) -> None:

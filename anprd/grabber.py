@@ -99,6 +99,7 @@ class SourceStats:
 
 class _Reader(Protocol):
     fps: float
+    frames_claimed: int | None  # how many frames the file says it holds; None: unknown or live
 
     def read(self) -> np.ndarray | None:
         """Next BGR image, or None at the end or on a read failure."""
@@ -176,6 +177,7 @@ class _CaptureReader:
         self._kind = kind
         self._capture: cv2.VideoCapture | None = None
         self.fps = DEFAULT_VIDEO_FPS
+        self.frames_claimed: int | None = None
         self._open()
 
     def _open(self) -> None:
@@ -198,6 +200,8 @@ class _CaptureReader:
             what = "video file" if kind is SourceKind.FILE else f"{kind.value} source"
             raise SourceError(f"cannot open {what} {mask_url(camera.url)}")
         self._capture = capture
+        if kind is SourceKind.FILE and (claimed := int(capture.get(cv2.CAP_PROP_FRAME_COUNT))) > 0:
+            self.frames_claimed = claimed
         reported = capture.get(cv2.CAP_PROP_FPS)
         fps = usable_frame_rate(reported)
         if fps is not None:
@@ -254,6 +258,7 @@ class _FolderReader:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise SourceError(f"no image files ({suffixes}) in folder {folder}")
         self.fps = camera.folder_fps
+        self.frames_claimed = None  # unreadable images are skipped with a warning, one by one
         self._index = 0
 
     def read(self) -> np.ndarray | None:
@@ -376,6 +381,7 @@ class FrameSource:
         self._queue = _FrameQueue(camera.queue_size)
         self._lock = threading.Lock()  # guards the counters and state below
         self._state = SourceState.CONNECTING
+        self.failure: str | None = None  # why the capture thread failed (state FAILED)
         self._state_since = time.monotonic()  # when the state was last set (each attempt sets it)
         self._frames_read = 0
         self._frames_dropped = 0
@@ -499,7 +505,12 @@ class FrameSource:
             else:
                 self._run_replay()
             self._set_state(SourceState.ENDED)
-        except Exception:
+        except SourceError as exc:  # a user's error: reported once, by whoever reads `failure`
+            self.failure = str(exc)
+            logger.debug("camera %s: %s", self.camera.id, exc)
+            self._set_state(SourceState.FAILED)
+        except Exception as exc:
+            self.failure = f"{mask_url(self.camera.url)}: capture failed ({exc})"
             logger.exception("camera %s: capture failed", self.camera.id)
             self._set_state(SourceState.FAILED)
         finally:
@@ -634,6 +645,8 @@ class FrameSource:
             index += 1
             frames_this_pass += 1
             image = reader.read()
+            if image is None:
+                _check_whole_pass(reader, frames_this_pass, self.camera.url)
             if image is None and self.camera.loop and frames_this_pass:
                 reader.rewind()
                 frames_this_pass = 0
@@ -645,6 +658,16 @@ class FrameSource:
                 self.camera.url,
                 index,
             )
+
+
+def _check_whole_pass(reader: _Reader, frames: int, url: str) -> None:
+    """A file that stops decoding well before the frame count in its header is cut short or
+    damaged, not ended: FFmpeg reports both as the end of the stream. Counts in headers may be
+    estimates (duration x rate), hence the slack."""
+    claimed = reader.frames_claimed
+    if claimed is not None and frames < claimed - max(2, claimed // 50):
+        raise SourceError(f"{url}: decoding stopped at frame {frames} of the {claimed} its header "
+                          "lists (the file is cut short or damaged)")
 
 
 def open_source(

@@ -392,8 +392,9 @@ def _replay(args: argparse.Namespace) -> int:
         source.stop()
         if annotator is not None:
             annotator.close()
-    if source.state is SourceState.FAILED:
-        raise ReplayError(f"{video}: decoding failed after {pipeline.frames_processed} frames")
+    if source.state is SourceState.FAILED:  # the events so far are out; the summary would mislead
+        raise ReplayError(source.failure
+                          or f"{video}: decoding failed after {pipeline.frames_processed} frames")
     frames = pipeline.frames_processed
     summary = summary_json(events, truth, frames / elapsed if elapsed > 0 else 0.0)
     if args.json:

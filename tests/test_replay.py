@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import jsonschema
+import numpy as np
 import pytest
 
 from anprd.config.detector import DetectorConfig
@@ -128,6 +129,23 @@ def test_corrupt_video_is_a_one_line_error(tmp_path: Path) -> None:
     video.write_bytes(os.urandom(4096))
     line = _one_line_error(_anprd("replay", str(video), "--json"))
     assert str(video) in line
+
+
+def test_a_video_cut_short_is_an_error_not_an_end(tmp_path: Path) -> None:
+    # FFmpeg reports a cut-short file as the end of the stream; its header still lists every frame
+    video = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    writer.release()
+    whole = video.read_bytes()
+    video.write_bytes(whole[: len(whole) // 2])
+    result = _anprd("replay", str(video), "--json")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"anprd replay: {video}: decoding stopped at frame ")
+    assert "of the 40 its header lists" in lines[0]
 
 
 def test_missing_video_is_a_one_line_error(tmp_path: Path) -> None:
