@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from anprd.ctc import edit_distance, normalise_plate
+from anprd.ctc import ALPHABET, edit_distance, normalise_plate
 from anprd.errors import AnprdError
 from anprd.imageio import read_image
 from anprd.types import Box, Detection
@@ -71,9 +71,9 @@ def read_labels(folder: Path) -> list[LabelledImage]:
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             raise EvalError(f"{where}: box must be finite numbers, got {cols[1:5]}")
         plate = normalise_plate(cols[5]) if len(cols) == 6 else ""
-        if w <= 0 or h <= 0 or not plate or not plate.isalnum():
-            raise EvalError(f"{where}: need a positive box and a plate of letters/digits, got "
-                            f"w={w:g} h={h:g} plate={cols[5] if len(cols) == 6 else ''!r}")
+        if w <= 0 or h <= 0 or not plate or not set(plate) <= set(ALPHABET):
+            raise EvalError(f"{where}: need a positive box and a plate of A-Z and 0-9 (what the reader "
+                            f"reads), got w={w:g} h={h:g} plate={cols[5] if len(cols) == 6 else ''!r}")
         entry.plates.append((Box(x, y, w, h), plate))
     if not images:
         raise EvalError(f"{labels}: no labelled images")

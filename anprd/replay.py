@@ -44,7 +44,7 @@ from anprd.config import (
     mask_url,
 )
 from anprd.config.detector import DetectorConfig
-from anprd.ctc import normalise_plate
+from anprd.ctc import ALPHABET, normalise_plate
 from anprd.detector import PlateDetector
 from anprd.errors import AnprdError
 from anprd.events import EventSequencer, event_to_json
@@ -132,6 +132,8 @@ def read_truth(path: Path) -> list[TruthPlate]:
         plate = normalise_plate(cells[0])
         if not plate:
             raise ReplayError(f"{where}: empty plate")
+        if not set(plate) <= set(ALPHABET):  # a plate no event could ever match
+            raise ReplayError(f"{where}: plate {cells[0]!r} has characters other than A-Z and 0-9")
         first = last = None
         if len(cells) == 3:
             try:

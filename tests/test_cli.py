@@ -133,6 +133,13 @@ def test_detect_annotates_an_image_given_twice_twice_and_never_over_its_input(tm
     assert image.read_bytes() == before
 
 
+@pytest.mark.parametrize("plate", ["ÄB12", "AB.12"])
+def test_eval_refuses_a_plate_the_reader_cannot_read(tmp_path, plate):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((10, 10, 3), np.uint8))
+    (tmp_path / "labels.tsv").write_text(f"a.jpg\t1\t2\t3\t4\t{plate}\n", encoding="utf-8")
+    assert_one_line_error(anprd("eval", str(tmp_path)), "labels.tsv:1", "A-Z and 0-9", plate)
+
+
 def test_eval_refuses_a_box_that_is_not_a_number(tmp_path):
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((10, 10, 3), np.uint8))
     (tmp_path / "labels.tsv").write_text("a.jpg\t1\t2\tnan\t4\tAB12\n")

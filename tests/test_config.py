@@ -254,6 +254,11 @@ def test_good_endpoints_load(tmp_path: Path, endpoint: str) -> None:
     assert load_config(path).publisher.endpoint == endpoint
 
 
+def test_a_nul_character_in_a_camera_url_is_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'cameras: [{id: a, url: "/tmp/a\\0b"}]\n')
+    assert config_error(path) == f"{path}: cameras.0.url: contains a NUL character (got '/tmp/a\\x00b')"
+
+
 def test_messages_keep_an_acronym_and_say_the_value_once(tmp_path: Path) -> None:
     path = write_config(tmp_path, "cameras: [{id: a, url: 'rtsp://'}]\n")
     assert config_error(path) == f"{path}: cameras.0.url: URL has no host (got 'rtsp://')"

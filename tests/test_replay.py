@@ -191,6 +191,8 @@ def test_truth_header_is_optional_and_plates_are_normalised(tmp_path: Path) -> N
         ("AB12CDE,one,2\n", ":1: frame numbers must be integers"),
         ("AB12CDE,9,2\n", ":1: need 0 <= first_frame <= last_frame"),
         ("plate,first_frame,last_frame\n", ": no plates"),
+        ("AB!!12,1,2\n", ":1: plate 'AB!!12' has characters other than A-Z and 0-9"),  # never matched
+        ("ÄÖ12,1,2\n", ":1: plate 'ÄÖ12' has characters other than A-Z and 0-9"),
     ],
 )
 def test_bad_truth_files(tmp_path: Path, text: str, problem: str) -> None:

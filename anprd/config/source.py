@@ -182,6 +182,8 @@ class CameraConfig(AnprdBaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str, info: ValidationInfo) -> str:
+        if "\x00" in url:  # no path or URL holds one; it would be printed raw in later errors
+            raise ValueError("contains a NUL character")
         scheme = _URL_SCHEME.match(url)
         if scheme:
             if scheme.group(1).lower() not in _NETWORK_SCHEMES:
