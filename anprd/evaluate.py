@@ -47,6 +47,8 @@ def read_labels(folder: Path) -> list[LabelledImage]:
     if not folder.is_dir():
         raise EvalError(f"{folder}: not a folder")
     labels = folder / "labels.tsv"
+    if labels.is_dir():
+        raise EvalError(f"{labels}: is a folder, expected the labels file")
     if not labels.is_file():
         raise EvalError(f"{labels}: missing (expected file, x, y, w, h, PLATE per line)")
     images: dict[str, LabelledImage] = {}
