@@ -200,8 +200,12 @@ class _CaptureReader:
             what = "video file" if kind is SourceKind.FILE else f"{kind.value} source"
             raise SourceError(f"cannot open {what} {mask_url(camera.url)}")
         self._capture = capture
-        if kind is SourceKind.FILE and (claimed := int(capture.get(cv2.CAP_PROP_FRAME_COUNT))) > 0:
-            self.frames_claimed = claimed
+        # MP4/MOV index every frame and AVI's header counts them; other containers' counts are
+        # duration x nominal rate, which a variable-rate recording does not reach
+        exact_count = Path(camera.url).suffix.lower() in (".mp4", ".m4v", ".mov", ".avi")
+        if kind is SourceKind.FILE and exact_count:
+            claimed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.frames_claimed = claimed if claimed > 0 else None
         reported = capture.get(cv2.CAP_PROP_FPS)
         fps = usable_frame_rate(reported)
         if fps is not None:
