@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from anprd.errors import AnprdError
@@ -29,22 +28,17 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        loaded = False
-        try:
-            import keras  # noqa: F401 - loads TensorFlow too; both print at load
+    from anprd.logs import stderr_set_aside
 
-            loaded = True
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not loaded:  # what TensorFlow said may explain why
-                captured.seek(0)
-                sys.stderr.buffer.write(captured.read())
-                sys.stderr.flush()
+    said = None
+    try:
+        with stderr_set_aside() as said:
+            import keras  # noqa: F401 - loads TensorFlow too; both print at load
+    except BaseException:
+        if said:  # what TensorFlow said may explain why
+            sys.stderr.buffer.write(said)
+            sys.stderr.flush()
+        raise
 
 
 def _detector_config(args: argparse.Namespace):

@@ -8,15 +8,13 @@ fill the rest with grey).
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from anprd.errors import AnprdError
+from anprd.logs import stderr_set_aside
 
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "check_image", "read_image"]
 
@@ -68,17 +66,10 @@ def check_image(path: Path) -> None:
     as grey, and says so on stderr. The decoders' messages are kept off the terminal (an error is
     one line) and the first complaint becomes the error. stderr is set aside while decoding, so call
     this where no other thread writes to it (the CLI checks its inputs before loading the model)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            read_image(path)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        captured.seek(0)
-        said = captured.read().decode(errors="replace").splitlines()
-    complaint = next((line.strip() for line in said if any(m in line for m in _CORRUPT_DATA_MESSAGES)), None)
+    with stderr_set_aside() as said:
+        read_image(path)
+    complaints = [line.strip() for line in said.decode(errors="replace").splitlines()
+                  if any(message in line for message in _CORRUPT_DATA_MESSAGES)]
+    complaint = complaints[0] if complaints else None
     if complaint is not None:
         raise ImageReadError(f"{path}: corrupt image data (the decoder said: {complaint[:120]})")

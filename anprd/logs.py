@@ -12,10 +12,14 @@ Fields passed with ``extra={...}`` are appended as ``key=value`` pairs or JSON m
 Credentials in URLs (``rtsp://user:secret@host``) and secret-looking query values are masked
 in every message, field and traceback. Plate numbers are personal data: log them through
 :func:`redact_plate`, which hides them unless ``logging.log_plates`` is set.
+
+C libraries (TensorFlow at load, libjpeg and libpng while decoding) write to the process's stderr
+directly, past logging: :func:`stderr_set_aside` keeps them off the terminal for a block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +27,8 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal, TextIO
 
@@ -34,6 +39,7 @@ __all__ = [
     "mask_secrets",
     "redact_plate",
     "setup_logging",
+    "stderr_set_aside",
     "stream_is_journal",
 ]
 
@@ -257,3 +263,22 @@ def setup_logging(
     # warnings.warn() output would otherwise bypass the handler as multi-line stderr text.
     logging.captureWarnings(True)
     return handler
+
+
+@contextlib.contextmanager
+def stderr_set_aside() -> Iterator[bytearray]:
+    """Point the process's stderr (file descriptor 2, where C libraries write) at a temporary file
+    for the block; yields a bytearray that holds what was written once the block ends, raising or
+    not. Other threads' stderr goes there too meanwhile, so use it where none writes."""
+    said = bytearray()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            said.extend(captured.read())
