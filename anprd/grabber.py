@@ -666,8 +666,8 @@ class FrameSource:
 
 def _check_whole_pass(reader: _Reader, frames: int, url: str) -> None:
     """A file that stops decoding well before the frame count in its header is cut short or
-    damaged, not ended: FFmpeg reports both as the end of the stream. Counts in headers may be
-    estimates (duration x rate), hence the slack."""
+    damaged, not ended: FFmpeg reports both as the end of the stream. The slack allows for a last
+    frame or two that do not decode in a whole file (an edit list, a final partial frame)."""
     claimed = reader.frames_claimed
     if claimed is not None and frames < claimed - max(2, claimed // 50):
         raise SourceError(f"{url}: decoding stopped at frame {frames} of the {claimed} its header "

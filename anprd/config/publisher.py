@@ -32,7 +32,6 @@ class PublisherConfig(AnprdBaseModel):
         description="ZeroMQ endpoint of the PUB socket (tcp://host:port, tcp://host:* for any free "
         "port, ipc:///path, inproc://name).",
     )
-
     mode: Literal["bind", "connect"] = Field(
         "bind",
         description="bind: subscribers connect to us; connect: we connect to a proxy's XSUB side.",
