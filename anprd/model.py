@@ -15,12 +15,12 @@ and does not tie a character to a fixed slot, the failure the 30-minute probe in
 (dropped and repeated characters with a dense positional head).
 
 Backbone: a 3x3/2 stem and depthwise-separable blocks (MobileNet style), output stride 8 vertically and
-4 horizontally, sized for real time on 2 CPU cores (see README for measured figures).
+4 horizontally, sized for real time on 2 CPU cores (measured figures: docs/speed.md).
 
 `build_reader` is a second, separate network that only reads: a 32x128 crop of one found plate (the
 box stretched to the whole input, `anprd.detector.reader_crop`) -> the same per-column CTC logits.
 In the window a plate is ~70% of 128 px wide, so its letters are small; the reader gives them the
-whole crop and reads far better (README, "Measured accuracy"). A model folder may ship one.
+whole crop and reads far better (docs/design.md, "Why these choices"). A model folder may ship one.
 """
 
 from __future__ import annotations

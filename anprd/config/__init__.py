@@ -219,14 +219,14 @@ def _describe_value(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# ---- configuration reference (README) -------------------------------------------------------
+# ---- configuration reference (docs/configuration.md) ---------------------------------------
 
 
 def config_reference_markdown() -> str:
     """Markdown table of every config key: dotted key, type, default and description.
 
-    List-of-section keys are written ``cameras[].url``. The README's configuration reference is
-    generated from this (``scripts/config_reference.py``).
+    List-of-section keys are written ``cameras[].url``. docs/configuration.md is generated from
+    this (``python scripts/config_reference.py --write``).
     """
     rows = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
     rows += _reference_rows(AnprdConfig, prefix="")

@@ -126,7 +126,7 @@ class TrackerConfig(AnprdBaseModel):
         ge=1,
         description="Most confident detections kept as fusion evidence per track: the sharpest, "
         "nearest frames decide the plate, while far and blurred frames repeat one another's "
-        "errors (README 'Measured accuracy'); also bounds memory and cost for long tracks.",
+        "errors (docs/experiments.md, tracker rules); also bounds memory and cost for long tracks.",
     )
     fusion_max_candidates: int = Field(
         32,
