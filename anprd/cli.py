@@ -161,6 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{folder}")
         print(report.table())
+        print(report.breakdown())
     return 0
 
 
