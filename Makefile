@@ -33,15 +33,15 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v9 (see README "Training"): three detector stages, then one plate reader
-# run; 2 h 37 min end to end on 2 cores with session 15's reader, about 2 h 40 min with r9's wider
-# context (its run: 67.8 min; README "Training"). A stopped run continues
+# Reproduces models/anprd-v9 (see docs/training.md): three detector stages, then one plate reader
+# run; 2 h 37 min end to end on 2 cores on 2026-12-04 with the reader of that day (r5), about
+# 2 h 40 min with r9's wider context (its run: 67.8 min). A stopped run continues
 # with `--resume` on its run folder; then run the lines after it by hand.
 STREETS := ../shared/data/streets
 STREETS_OPT = $(if $(wildcard $(STREETS)),--backgrounds $(STREETS),)
 streets-check:
 	@test -d $(STREETS) || echo "make: $(STREETS) not found: training on scikit-image's bundled" \
-		"photos alone, so the model will differ from the shipped one (README \"Training\")" >&2
+		"photos alone, so the model will differ from the shipped one (docs/training.md)" >&2
 train: setup streets-check
 	$(PY) -m train.train --run runs/v1 --steps 5000 --seed 1 --val-every 500 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v2 --init-from runs/v1 --steps 7000 --lr 2e-3 --seed 2 \

@@ -11,13 +11,17 @@ a majority vote of strings would miss.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from anprd.ctc import ALPHABET, BLANK
 from anprd.types import Candidate, Detection
+
+if TYPE_CHECKING:
+    from anprd.formats import CountryPrior
 
 __all__ = [
     "CandidateFusion",
@@ -155,12 +159,14 @@ class FusedReading:
     """A track's plate text fused over its frames.
 
     confidence: posterior probability of `text` over the scored candidate set (softmax of the
-    summed log-likelihoods); candidates: the top-N strings with their posteriors, best first.
+    summed log-likelihoods); candidates: the top-N strings with their posteriors, best first;
+    country: the country whose format the text was fitted to (`anprd.formats`), or None.
     """
 
     text: str
     confidence: float
     candidates: tuple[Candidate, ...]
+    country: str | None = None
 
 
 _EMPTY_READING = FusedReading(text="", confidence=0.0, candidates=())
@@ -217,6 +223,9 @@ class CandidateFusion:
         the score of a candidate a frame without posteriors did not list.
     top_n
         Candidates returned in the fused reading.
+    prior
+        Returns the configured countries' formats (`anprd.formats.CountryPrior`) or None; the fused
+        ranking is fitted to them as each frame's reading is (a callable: a reload can change it).
     effective_frames
         How many independent frames a track's evidence counts as for its confidence. Frames of
         one plate share its blur, angle and font, so their errors are correlated: summing 100
@@ -233,6 +242,7 @@ class CandidateFusion:
         log_floor: float = -14.0,
         top_n: int = 5,
         effective_frames: float = 3.0,
+        prior: Callable[[], CountryPrior | None] | None = None,
     ) -> None:
         if max_frames < 1 or max_candidates < 1 or top_n < 1:
             raise ValueError("max_frames, max_candidates and top_n must be >= 1")
@@ -241,6 +251,7 @@ class CandidateFusion:
         if not effective_frames >= 1:
             raise ValueError(f"effective_frames must be >= 1, got {effective_frames}")
         self._effective_frames = effective_frames
+        self._prior = prior
         self._max_frames = max_frames
         self._max_candidates = max_candidates
         self._log_floor = log_floor
@@ -294,9 +305,17 @@ class CandidateFusion:
         posteriors = np.exp(totals - totals.max())
         posteriors /= posteriors.sum()
         # Stable order: ties go to the candidate seen first.
-        order = np.argsort(-posteriors, kind="stable")[: self._top_n]
-        candidates = tuple(Candidate(self._texts[i], float(posteriors[i])) for i in order)
-        return FusedReading(candidates[0].text, candidates[0].confidence, candidates)
+        order = np.argsort(-posteriors, kind="stable")
+        ranked = [(self._texts[i], float(posteriors[i])) for i in order]
+        prior = self._prior() if self._prior is not None else None
+        fit = prior.choose(ranked) if prior else None
+        if fit is not None:
+            # the posterior of what the frames showed; the format names its look-alikes
+            confidence = max(p for t, p in ranked if t in (fit.text, fit.source))
+            ranked = [(fit.text, confidence)] + [r for r in ranked if r[0] != fit.text]
+        candidates = tuple(Candidate(t, p) for t, p in ranked[: self._top_n])
+        return FusedReading(candidates[0].text, candidates[0].confidence, candidates,
+                            fit.country if fit is not None else None)
 
     def _score(self, evidence: Sequence[_Evidence], texts: Sequence[str]) -> np.ndarray:
         """Per-frame log-likelihoods, shape (len(evidence), len(texts)), floored."""

@@ -43,6 +43,7 @@ from anprd.ctc import parse_pattern
 from anprd.detector import PlateDetector, resolve_model_dir
 from anprd.errors import AnprdError
 from anprd.events import EventSequencer
+from anprd.formats import CountryPrior
 from anprd.grabber import FrameSource, SourceError, SourceState, open_source
 from anprd.logs import redact_plate, setup_logging
 from anprd.metrics import Metrics, MetricsServer, start_metrics_server
@@ -141,6 +142,7 @@ def _retune_detector(detector: PlateDetector, config: DetectorConfig) -> None:
     """Apply thresholds and patterns to the loaded model. The detector reads ``config`` and
     ``patterns`` on every call, so this takes effect from the next frame."""
     detector.patterns = [parse_pattern(name, spec) for name, spec in config.patterns.items()]
+    detector.country_prior = CountryPrior(config.countries)
     detector.config = config
 
 

@@ -16,7 +16,7 @@
    texts; a text's score is the geometric mean of its exact CTC probabilities over the reads
    (`anprd.ctc_fusion.views_log_likelihoods`), which gives the plate's text, its probability and the
    top-N candidates. Several views and readers misread the same character less often than one does
-   (README, "Measured accuracy").
+   (docs/experiments.md, "Reading several views").
 
 With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run inside the regions the HOG + linear SVM
 pre-filter proposes, at the pyramid levels that bring the plate widths a region's hits imply into
@@ -48,6 +48,7 @@ from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
 from anprd.ctc_fusion import views_log_likelihoods
 from anprd.errors import AnprdError
+from anprd.formats import CountryPrior
 from anprd.types import Box, Candidate, Detection
 
 if TYPE_CHECKING:
@@ -175,6 +176,34 @@ def reader_crop(gray: np.ndarray, box: tuple[float, float, float, float]
     return crop, (float(left + x_shift), float(top + y_shift), sx, sy)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Maps a reading's probability to how often such readings are right: Platt scaling,
+    sigmoid(a * logit(p) + b), fitted on synthetic validation scenes (`python -m train.calibrate`).
+    The identity (a=1, b=0) for a model without one."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    @classmethod
+    def from_meta(cls, record: object, where: Path) -> Calibration:
+        if record is None:
+            return cls()
+        try:
+            a, b = float(record["a"]), float(record["b"])  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            raise ModelError(f"{where}: 'calibration' needs numbers 'a' and 'b'") from None
+        if not (math.isfinite(a) and math.isfinite(b) and a > 0):
+            raise ModelError(f"{where}: 'calibration' needs a > 0 and finite b")
+        return cls(a, b)
+
+    def __call__(self, probability: float) -> float:
+        if self.a == 1.0 and self.b == 0.0:
+            return float(probability)
+        p = min(max(float(probability), 1e-9), 1 - 1e-9)
+        return 1.0 / (1.0 + math.exp(-(self.a * math.log(p / (1 - p)) + self.b)))
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """Per-column CTC posteriors from the networks' logits, float32."""
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -203,8 +232,9 @@ def group_hits(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[np.nda
     `STRAY_IOU` as strays of the same plate. Index arrays, best group first (the best hit is added by
     hand: a degenerate box has IoU 0 with itself).
 
-    Connected components of overlapping hits (the seed's grouping, used here until session 17) chain
-    through the loose boxes of coarse levels: two plates 20 px apart became one box reading both.
+    Connected components of overlapping hits (the seed's grouping, used here until 2026-12-04, commit
+    170281b) chain through the loose boxes of coarse levels: two plates 20 px apart became one box
+    reading both.
     """
     order = np.argsort(-scores, kind="stable")
     overlap = _box_iou_matrix(boxes)
@@ -383,6 +413,8 @@ class PlateDetector:
         if not weights.is_file():
             raise ModelError(f"{weights}: model weights missing")
         self.patterns: list[Pattern] = [parse_pattern(n, s) for n, s in config.patterns.items()]
+        self.country_prior = CountryPrior(config.countries)
+        self.calibration = Calibration.from_meta(self.meta.get("calibration"), meta_path)
 
         if config.threads:
             os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
@@ -629,8 +661,8 @@ class PlateDetector:
             reading = self._decode(reads[i])
             if reading is None:
                 continue
-            text, confidence, candidates, pattern = reading
-            if confidence < self.config.min_confidence:
+            text, confidence, candidates, pattern, free_confidence = reading
+            if free_confidence < self.config.min_confidence:  # a format never deletes a plate
                 continue
             score = float(presence[i]) if scores is None else float(max(scores[i], presence[i]))
             char_probs = reads[i][0] if len(reads[i]) == 1 else reads[i]
@@ -662,8 +694,10 @@ class PlateDetector:
         with self._tf.device(self.device):
             return np.stack([_softmax(reader(batch).numpy()) for reader in self.readers])
 
-    def _decode(self, reads: np.ndarray) -> tuple[str, float, tuple[Candidate, ...], str | None] | None:
-        """Text, probability, candidates and pattern name from K reads (K, T, C) of one plate."""
+    def _decode(self, reads: np.ndarray
+                ) -> tuple[str, float, tuple[Candidate, ...], str | None, float] | None:
+        """Text, probability, candidates, pattern name (or country code) and the free reading's
+        probability, from K reads (K, T, C) of one plate."""
         proposed: dict[str, None] = {}
         fits: dict[str, str] = {}  # text -> name of the pattern whose beam search found it
         for probs in reads:
@@ -678,15 +712,26 @@ class PlateDetector:
         log_likelihood = views_log_likelihoods(texts, reads)
         order = np.argsort(-log_likelihood, kind="stable")
         ranked = [(texts[i], math.exp(log_likelihood[i])) for i in order]
+        free_confidence = ranked[0][1]
         text, confidence = ranked[0]
         pattern_name = None
         fitting = [(t, p) for t, p in ranked if t in fits]
-        if fitting and fitting[0][1] >= self.config.pattern_min_ratio * confidence:
+        country = self.country_prior.choose(
+            [r for r in ranked if r[0] in proposed],
+            lambda candidates: views_log_likelihoods(candidates, reads)) if self.country_prior else None
+        if country is not None:
+            # the reader's probability of the shapes it saw; the format only names the look-alikes
+            own = math.exp(float(views_log_likelihoods([country.text], reads)[0]))
+            text, pattern_name = country.text, country.country
+            confidence = max(own, dict(ranked)[country.source])
+            ranked = [(text, confidence)] + [r for r in ranked if r[0] != text]
+        elif fitting and fitting[0][1] >= self.config.pattern_min_ratio * confidence:
             text, confidence = fitting[0]
             pattern_name = fits[text]
             ranked = [(text, confidence)] + [r for r in ranked if r[0] != text]
-        candidates = tuple(Candidate(t, round(float(p), 6)) for t, p in ranked[: self.config.top_n])
-        return text, float(confidence), candidates, pattern_name
+        calibrated = self.calibration
+        candidates = tuple(Candidate(t, round(calibrated(p), 6)) for t, p in ranked[: self.config.top_n])
+        return text, calibrated(confidence), candidates, pattern_name, float(free_confidence)
 
     def _suppress_duplicates(self, detections: list[Detection]) -> list[Detection]:
         """Two groups can settle on one plate after refinement: keep the more confident."""

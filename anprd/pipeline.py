@@ -33,6 +33,7 @@ from anprd.types import Box, Detection, Frame, PlateEvent
 
 if TYPE_CHECKING:
     from anprd.detector import PlateDetector
+    from anprd.formats import CountryPrior
     from anprd.metrics import Metrics
 
 __all__ = [
@@ -161,12 +162,16 @@ class CameraPipeline:
         self._sequencer = sequencer
         self._publish = publish
         self._metrics = metrics
-        self._tracker = Tracker(tracker_config, camera.id)
+        self._tracker = Tracker(tracker_config, camera.id, prior=self._country_prior)
         self._emitter = EventEmitter(sequencer)
         self._best_crops: dict[int, _BestCrop] = {}
         self._last_time: float | None = None
         self._last_number = 0
         self.frames_processed = 0
+
+    def _country_prior(self) -> CountryPrior | None:
+        """The detector's country formats now (a reload may change them), for the tracker's fusion."""
+        return getattr(self.detector, "country_prior", None)
 
     @property
     def camera(self) -> CameraConfig:
@@ -196,7 +201,7 @@ class CameraPipeline:
         """Restart tracking with new settings; live tracks are flushed first (their events are
         published and returned), since a tracker's rules cannot change under a live track."""
         events = self.flush()
-        earlier, self._tracker = self._tracker, Tracker(config, self._camera.id)
+        earlier, self._tracker = self._tracker, Tracker(config, self._camera.id, prior=self._country_prior)
         self._tracker.take_recent_reports(earlier)
         self._emitter = EventEmitter(self._sequencer)
         return events

@@ -51,7 +51,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -60,6 +60,9 @@ from anprd.config.tracker import TrackerConfig
 from anprd.ctc import edit_distance
 from anprd.ctc_fusion import CandidateFusion, FusedReading
 from anprd.types import Box, Detection, Track
+
+if TYPE_CHECKING:
+    from anprd.formats import CountryPrior
 
 __all__ = [
     "AlphaBetaFilter",
@@ -274,6 +277,8 @@ class Tracker:
         Stamped on every track.
     motion_filter_factory
         Builds each track's motion filter; default: `AlphaBetaFilter` with the config's gains.
+    prior
+        Returns the detector's country formats (or None): fused readings are fitted to them too.
     """
 
     def __init__(
@@ -282,9 +287,11 @@ class Tracker:
         camera_id: str = "default",
         *,
         motion_filter_factory: MotionFilterFactory | None = None,
+        prior: Callable[[], CountryPrior | None] | None = None,
     ) -> None:
         self._config = config
         self._camera_id = camera_id
+        self._prior = prior
         self._make_filter = motion_filter_factory or alpha_beta_factory(
             config.motion_alpha, config.motion_beta
         )
@@ -553,6 +560,7 @@ class Tracker:
             log_floor=config.fusion_log_floor,
             top_n=config.top_n,
             effective_frames=config.fusion_effective_frames,
+            prior=self._prior,
         )
 
     def _start(self, detection: Detection, frame_time: float, frame_number: int) -> _TrackState:
@@ -698,7 +706,7 @@ class Tracker:
         return TrackReport(
             track=dataclasses.replace(state.track, detections=list(state.track.detections)),
             reading=reading,
-            pattern=state.pattern(reading.text),
+            pattern=reading.country or state.pattern(reading.text),
             end_reason=reason,
             continuation_of=state.continuation_of,
         )

@@ -7,11 +7,14 @@ monospaced faces so the reader does not learn one typeface's quirks.
 
 from __future__ import annotations
 
+import json
+import os
+from functools import lru_cache
 from pathlib import Path
 
 from anprd.errors import AnprdError
 
-__all__ = ["FONT_FILES", "FontMissingError", "available_fonts"]
+__all__ = ["FONT_FILES", "FontMissingError", "available_fonts", "plate_font_dir", "plate_fonts_by_family"]
 
 FONT_ROOT = Path("/usr/share/fonts")
 
@@ -50,3 +53,26 @@ def available_fonts(minimum: int = 12) -> list[Path]:
             f"(installs Debian packages: {' '.join(missing)})"
         )
     return found
+
+
+PLATE_FONT_COUNT, PLATE_FONT_SEED = 36, 5  # the plate lettering the shipped model was trained on
+
+
+def plate_font_dir() -> Path:
+    """Where the generated plate fonts are cached (they are data, rebuilt from their seed)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "anprd" / f"plate-fonts-{PLATE_FONT_SEED}-{PLATE_FONT_COUNT}"
+
+
+@lru_cache(maxsize=1)
+def plate_fonts_by_family() -> dict[str, list[Path]]:
+    """The procedural plate fonts (`train.plate_fonts`) by glyph family, built on first use."""
+    from train.plate_fonts import build_plate_fonts
+
+    folder = plate_font_dir()
+    build_plate_fonts(folder, PLATE_FONT_COUNT, PLATE_FONT_SEED)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    families: dict[str, list[Path]] = {}
+    for entry in manifest["fonts"]:
+        families.setdefault(entry["family"], []).append(folder / entry["file"])
+    return families

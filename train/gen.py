@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from anprd.ctc import ALPHABET
-from train.fonts import available_fonts
+from train.fonts import available_fonts, plate_fonts_by_family
+from train.plates import StyledSpec, only_countries, random_styled_plate, render_styled_plate, style_by_key
 
 __all__ = [
     "WINDOW_H",
@@ -54,6 +55,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 NEGATIVE_KINDS = ("truncated", "too_small", "too_big", "absent")
 CREST_FRACTION = 0.3  # EU plates in training windows and reader crops drawn with a crest, not a band
 STACKED_STICKER_FRACTION = 0.6  # EU "emblem" gaps drawn as two stacked round stickers
+# styled windows whose plate covers a real plate of a road frame (../shared/data/streets' boxes): the
+# network sees plates on cars, with lamps, grilles and badges around them, not only on stock photos
+ON_CAR_FRACTION = 0.5
 # I, O and Q look like 1 and 0, and many registration series leave them out of their letter positions
 # (France, Italy, Spain, the Netherlands, Czech series letters, UK random letters, many US states).
 # Others use them (Slovak district codes: NO, PO), so they are drawn at half the other letters' rate:
@@ -108,6 +112,35 @@ def _fill(rng: np.random.Generator, pattern: str) -> str:
             pool = DIGITS if p == "N" else ALPHABET
             out.append(pool[rng.integers(len(pool))])
     return "".join(out)
+
+
+LEGACY_ASPECT = {"uk": 4.7, "eu": 4.7, "us": 2.0}  # the three generic families, before national styles
+
+
+def plate_aspect(spec: PlateSpec | StyledSpec) -> float:
+    """Width over height of the plate `spec` is drawn on."""
+    if spec.family in LEGACY_ASPECT:
+        return LEGACY_ASPECT[spec.family]
+    style = style_by_key(spec.family)
+    if style is None:
+        raise KeyError(f"no plate style {spec.family!r}")
+    return style.aspect
+
+
+def random_plate_and_font(rng: np.random.Generator, fonts: list[Path], styled: float = 0.0
+                          ) -> tuple[PlateSpec | StyledSpec, str]:
+    """A plate text and the font to draw it in, labelled as the font draws it (`spec_for_font`).
+
+    `styled` of them are national styles from the library (`train.plates`), drawn mostly in the plate
+    lettering of their country (`train.plate_fonts`); the rest are the three generic families in
+    `fonts`. With styled = 0 no extra random number is drawn, so sets made before styles keep
+    their plates."""
+    if styled > 0 and rng.random() < styled:
+        spec, font = random_styled_plate(rng, plate_fonts_by_family(), fonts)
+    else:
+        spec = random_plate_spec(rng)
+        font = str(fonts[rng.integers(len(fonts))])
+    return spec_for_font(spec, font), font
 
 
 # pattern groups per family; separators are drawn per plate
@@ -212,13 +245,13 @@ def identical_glyphs(font_path: str) -> dict[str, str]:
             if np.abs(_ink(letter, font_path) - _ink(digit, font_path)).mean() < 0.01}
 
 
-def spec_for_font(spec: PlateSpec, font_path: str) -> PlateSpec:
+def spec_for_font(spec: PlateSpec | StyledSpec, font_path: str) -> PlateSpec | StyledSpec:
     """The plate as `font_path` will draw it: letters the font cannot tell from a digit become it."""
     same = identical_glyphs(font_path)
     if not same:
         return spec
-    return PlateSpec(spec.family, tuple("".join(same.get(c, c) for c in g) for g in spec.groups),
-                     spec.separators)
+    return type(spec)(spec.family, tuple("".join(same.get(c, c) for c in g) for g in spec.groups),
+                      spec.separators)
 
 
 def _text_mask(text: str, font_path: str, size: int) -> np.ndarray:
@@ -254,14 +287,15 @@ def _text_strip(spec: PlateSpec, font_path: str, size: int, rng: np.random.Gener
         if i < len(spec.separators):
             sep = spec.separators[i]
             gap_w = {"": max(1, height // 12), " ": height // 2, "-": height // 2,
-                     "emblem": int(height * 0.75), "dot": height // 3}[sep]
+                     "emblem": int(height * 0.75), "seals": int(height * 0.75), "dot": height // 3}[sep]
             gap = np.zeros((height, gap_w), np.uint8)
             if sep == "-":
                 t = max(1, height // 9)
                 gap[height // 2 - t: height // 2 + t, gap_w // 5: gap_w - gap_w // 5] = 255
             elif sep == "dot":
                 cv2.circle(gap, (gap_w // 2, height // 2), max(1, height // 10), 255, -1)
-            elif sep == "emblem" and spec.family == "eu" and rng.random() < STACKED_STICKER_FRACTION:
+            elif sep == "seals" or (sep == "emblem" and spec.family == "eu"
+                                    and rng.random() < STACKED_STICKER_FRACTION):
                 # two round stickers one above the other (registration and inspection seals on German,
                 # Czech, Slovak and Austrian plates): a reader must not take the pair for an 8 or a colon
                 cx = gap_w // 2
@@ -336,7 +370,10 @@ def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: 
     4 corners (x, y) in canvas pixels and an N x 2 array of the N characters' centres. The holder
     lies outside the plate rectangle; the presence rule uses the plate only.
     """
-    aspect = {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family] * rng.uniform(0.93, 1.07)
+    if spec.family not in LEGACY_ASPECT:  # a national style from the library
+        plate, _, char_centres = render_styled_plate(spec, font_path, plate_h, rng, difficulty, infrared)
+        return _dirt_holder_occlusion(plate, rng, difficulty, char_centres)
+    aspect = LEGACY_ASPECT[spec.family] * rng.uniform(0.93, 1.07)
     plate_w = max(8, int(round(plate_h * aspect)))
     if spec.family == "uk":
         plate_lum = rng.uniform(205, 255) if rng.random() < 0.5 else rng.uniform(165, 215)  # white/yellow
@@ -428,6 +465,15 @@ def render_plate_with_chars(spec: PlateSpec, font_path: str, plate_h: int, rng: 
         ys = int(plate_h * rng.uniform(0.08, 0.5))
         for xs in (int(plate_w * 0.22), int(plate_w * 0.78)):
             cv2.circle(plate, (xs, ys), r, float(rng.uniform(90, 200)), -1)
+    return _dirt_holder_occlusion(plate, rng, difficulty, char_centres)
+
+
+def _dirt_holder_occlusion(plate: np.ndarray, rng: np.random.Generator, difficulty: float,
+                           char_centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What every plate gets after its own paint: dirt, often a dark holder (sometimes with a dealer
+    line), and rarely a bar across it. Returns (canvas, plate corners, character centres) in canvas
+    pixels."""
+    plate_h, plate_w = plate.shape
     if rng.random() < 0.35 * difficulty:  # dirt
         dirt = np.zeros_like(plate)
         for _ in range(int(rng.integers(1, 6))):
@@ -561,6 +607,37 @@ class Backgrounds:
         img -= img.min()
         return (img / max(1e-6, img.max()) * self.rng.uniform(60, 255)).astype(np.uint8)
 
+    def crop_on_car(self, w: int, h: int, target: tuple[float, float, float, float]) -> np.ndarray | None:
+        """A w x h crop of a photo with a boxed plate, placed so that the plate lies inside `target`
+        (x0, y0, x1, y1 in crop pixels) with a margin: a synthetic plate painted over `target` then
+        hides the real one and sits on a car, between its lamps and above its bumper. None when no
+        cached photo has a plate box."""
+        with_plates = [(image, boxes) for image, boxes in self.cache if boxes]
+        if len(self.cache) < self.cache_size:
+            self.cache.append(self._load())
+        if not with_plates:
+            return None
+        image, boxes = with_plates[self.rng.integers(len(with_plates))]
+        bx, by, bw, bh = boxes[self.rng.integers(len(boxes))]
+        tx0, ty0, tx1, ty1 = target
+        # crop pixels per photo pixel: the real plate 75-88% of the target's width or height at most
+        zoom = min((tx1 - tx0) / bw, (ty1 - ty0) / bh) * self.rng.uniform(0.75, 0.88)
+        if zoom <= 0:
+            return None
+        cx, cy = bx + bw / 2, by + bh / 2
+        tcx, tcy = (tx0 + tx1) / 2, (ty0 + ty1) / 2
+        matrix = np.float32([[zoom, 0, tcx - cx * zoom], [0, zoom, tcy - cy * zoom]])
+        out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+        # other plates of the photo that the crop shows would be unlabelled positives: refuse those
+        for ox, oy, ow, oh in boxes:
+            if (ox, oy, ow, oh) == (bx, by, bw, bh):
+                continue
+            x0, y0 = ox * zoom + matrix[0, 2], oy * zoom + matrix[1, 2]
+            if x0 < w and y0 < h and x0 + ow * zoom > 0 and y0 + oh * zoom > 0:
+                return None
+        return out
+
     def crop(self, w: int, h: int) -> np.ndarray:
         """A w x h uint8 crop at a random zoom, free of known plates."""
         if self.rng.random() < self.procedural_fraction:
@@ -659,6 +736,40 @@ def _apply_camera(img: np.ndarray, rng: np.random.Generator, difficulty: float, 
     return out
 
 
+CLUTTER_WORDS = ("TAXI", "STOP", "PARKING", "SERVICE", "DIESEL", "HYBRID", "AUTO", "SPORT", "TURBO",
+                 "GARAGE", "SALE", "OPEN", "EXIT", "BUS", "POLICE", "4x4", "GTI", "TDI", "XDRIVE", "LIMITED")
+
+
+def _paint_clutter(canvas: np.ndarray, rng: np.random.Generator, fonts: list[Path]) -> None:
+    """Things on and around cars that are not plates: a badge (an outlined oval with letters in it),
+    a sign or van lettering (words, sometimes on a panel), a sticker."""
+    h, w = canvas.shape
+    kind = rng.integers(3)
+    cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+    value = rng.uniform(0, 255)
+    if kind == 0:  # a badge
+        axes = (int(rng.integers(8, 40)), int(rng.integers(5, 22)))
+        cv2.ellipse(canvas, (cx, cy), axes, 0, 0, 360, value, int(rng.integers(1, 4)))
+        word = CLUTTER_WORDS[rng.integers(len(CLUTTER_WORDS))]
+        mask = _text_mask(word.upper(), str(fonts[rng.integers(len(fonts))]), 24)
+        size = max(4, axes[1])
+        mask = cv2.resize(mask, (max(2, int(mask.shape[1] * size / mask.shape[0])), size))
+        _paint(canvas, mask, cx - mask.shape[1] // 2, cy - size // 2, value)
+    else:  # a sign or lettering: one or two lines of words, on a panel half the time
+        lines = [" ".join(CLUTTER_WORDS[rng.integers(len(CLUTTER_WORDS))] for _ in range(rng.integers(1, 3)))
+                 for _ in range(rng.integers(1, 3))]
+        size = int(rng.integers(8, 30))
+        masks = [_text_mask(line.upper(), str(fonts[rng.integers(len(fonts))]), size) for line in lines]
+        if kind == 1:
+            pw = max(m.shape[1] for m in masks) + size
+            ph = sum(m.shape[0] for m in masks) + size // 2
+            canvas[max(0, cy): cy + ph, max(0, cx): cx + pw] = rng.uniform(0, 255)
+        y = cy + size // 4
+        for mask in masks:
+            _paint(canvas, mask, cx + size // 2, y, value)
+            y += mask.shape[0]
+
+
 @dataclass(frozen=True)
 class WindowSample:
     """One training window: image (64x128 uint8), label and the plate's box in window pixels."""
@@ -681,7 +792,7 @@ def _scale_range(bw: float, bh: float) -> tuple[float, float]:
 
 def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
                   difficulty: float = 1.0, positive_fraction: float = 0.6,
-                  centred_fraction: float = 0.5) -> WindowSample:
+                  centred_fraction: float = 0.5, styled: float = 0.0) -> WindowSample:
     """One random window: positive with probability `positive_fraction`, else a negative of each kind.
 
     A `centred_fraction` of the positives frame the plate as the detector's re-read crop does
@@ -701,12 +812,12 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
             mask = _text_mask(spec.text, str(fonts[rng.integers(len(fonts))]), int(rng.integers(8, 40)))
             _paint(background, mask, int(rng.integers(-20, WINDOW_W - 10)),
                    int(rng.integers(-10, WINDOW_H - 10)), rng.uniform(0, 255))
+        if styled > 0 and rng.random() < 0.4 * styled:
+            _paint_clutter(background, rng, fonts)
         image = _apply_camera(background, rng, difficulty, night)
         return WindowSample(image, False, "", (0.0, 0.0, 0.0, 0.0), kind)
 
-    spec = random_plate_spec(rng)
-    font = str(fonts[rng.integers(len(fonts))])
-    spec = spec_for_font(spec, font)
+    spec, font = random_plate_and_font(rng, fonts, styled)
     plate_seed = int(rng.integers(2**31))
 
     def draw(height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # same plate at any resolution
@@ -762,6 +873,11 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
     if present != (kind == "positive"):  # numerical edge case: trust the rule, relabel
         kind = "positive" if present else "truncated"
 
+    if styled > 0 and rng.random() < ON_CAR_FRACTION * styled:  # over a real plate, on its car
+        on_car = backgrounds.crop_on_car(WINDOW_W, WINDOW_H, box)
+        if on_car is not None:
+            background = on_car.astype(np.float32) * (rng.uniform(0.2, 0.6) if infrared else 1.0)
+
     # render at about 1.5x the final size so the warp downsamples without aliasing
     canvas, _, char_centres = draw(int(np.clip(scale * 1.5, 10, 140)))
     src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
@@ -789,19 +905,18 @@ class ReadSample:
 
 
 def sample_read_crop(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
-                     difficulty: float = 1.0, plate_width: tuple[float, float] = (36, 300)) -> ReadSample:
+                     difficulty: float = 1.0, plate_width: tuple[float, float] = (36, 300),
+                     styled: float = 0.0) -> ReadSample:
     """A plate as the detector hands it to the reader: posed and composited at its size in a camera
     image (`plate_width` pixels wide), degraded there, then cut by `anprd.detector.reader_crop` around
     a box with the detector's errors (edges off by a few percent, the box scaled as `read_scales` do)."""
     from anprd.detector import reader_crop
 
-    spec = random_plate_spec(rng)
-    font = str(fonts[rng.integers(len(fonts))])
-    spec = spec_for_font(spec, font)
+    spec, font = random_plate_and_font(rng, fonts, styled)
     night = rng.random() < 0.15 * difficulty
     infrared = night and rng.random() < 0.5
     target_w = math.exp(rng.uniform(math.log(plate_width[0]), math.log(plate_width[1])))
-    aspect = {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family]
+    aspect = plate_aspect(spec)
     plate_seed = int(rng.integers(2**31))
     canvas, corners, _ = render_plate_with_chars(spec, font, 32, np.random.default_rng(plate_seed),
                                                  difficulty, infrared, CREST_FRACTION)
@@ -841,17 +956,16 @@ def sample_read_crop(rng: np.random.Generator, backgrounds: Backgrounds, fonts: 
 def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
                  size: tuple[int, int] = (960, 540), max_plates: int = 3,
                  plate_width: tuple[float, float] = (70, 260),
-                 difficulty: float = 0.6) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]:
+                 difficulty: float = 0.6, styled: float = 0.0
+                 ) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]:
     """A BGR scene with 1..max_plates non-overlapping plates; returns (image, [((x, y, w, h), text)])."""
     w, h = size
     scene = backgrounds.crop(w, h).astype(np.float32)
     plates: list[tuple[tuple[int, int, int, int], str]] = []
     for _ in range(int(rng.integers(1, max_plates + 1))):
-        spec = random_plate_spec(rng)
-        font = str(fonts[rng.integers(len(fonts))])
-        spec = spec_for_font(spec, font)
+        spec, font = random_plate_and_font(rng, fonts, styled)
         target_w = math.exp(rng.uniform(math.log(plate_width[0]), math.log(plate_width[1])))
-        plate_h_px = target_w / {"uk": 4.7, "eu": 4.7, "us": 2.0}[spec.family]
+        plate_h_px = target_w / plate_aspect(spec)
         canvas, corners = render_plate(spec, font, int(np.clip(plate_h_px * 1.3, 10, 160)), rng,
                                        difficulty * 0.5)
         canvas_pts, plate_pts = _pose_points(corners, canvas.shape[1], canvas.shape[0], rng,
@@ -880,6 +994,52 @@ def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list
     return cv2.cvtColor(noisy, cv2.COLOR_GRAY2BGR), plates
 
 
+def sample_car_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
+                     styled: float = 1.0, difficulty: float = 0.5, min_width: int = 50
+                     ) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]] | None:
+    """A road frame whose boxed plates (boxes.tsv) are each covered by a synthetic plate on the same
+    car: the plate sits where plates sit, among lamps, grilles, badges and other cars. Returns
+    (BGR image, [((x, y, w, h), text)]), or None when the frame drawn has a plate narrower than
+    `min_width` (left out: a plate too small to cover well would stay readable beside ours)."""
+    with_boxes = [path for path, boxes in backgrounds.boxes.items() if boxes]
+    if not with_boxes:
+        raise FileNotFoundError("no background folder with plate boxes (boxes.tsv), "
+                                "e.g. ../shared/data/streets")
+    path = with_boxes[rng.integers(len(with_boxes))]
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    boxes = backgrounds.boxes[path]
+    if image is None or any(bw < min_width for _, _, bw, _ in boxes):
+        return None
+    scene = image.astype(np.float32)
+    h, w = scene.shape
+    plates: list[tuple[tuple[int, int, int, int], str]] = []
+    for bx, by, bw, bh in boxes:
+        spec, font = random_plate_and_font(rng, fonts, styled)
+        aspect = plate_aspect(spec)
+        target_w = max(bw * rng.uniform(1.12, 1.3), bh * 1.25 * aspect)  # covers the real plate
+        canvas, corners = render_plate(spec, font, int(np.clip(target_w / aspect * 1.3, 10, 160)), rng,
+                                       difficulty * 0.5)
+        canvas_pts, plate_pts = _pose_points(corners, canvas.shape[1], canvas.shape[0], rng, difficulty * 0.3)
+        scale = target_w / np.ptp(plate_pts[:, 0])
+        centre = (plate_pts.max(axis=0) + plate_pts.min(axis=0)) / 2 * scale
+        offset = np.array([bx + bw / 2, by + bh / 2]) - centre
+        src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
+                        [0, canvas.shape[0]]], np.float32)
+        matrix = cv2.getPerspectiveTransform(src, (canvas_pts * scale + offset).astype(np.float32))
+        warped = cv2.warpPerspective(canvas, matrix, (w, h), flags=cv2.INTER_LINEAR)
+        alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (w, h), flags=cv2.INTER_LINEAR)
+        scene = scene * (1 - alpha) + warped * alpha
+        x0, y0 = plate_pts.min(axis=0) * scale + offset
+        x1, y1 = plate_pts.max(axis=0) * scale + offset
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            return None  # a plate cut by the frame's edge: not a fair test of reading
+        plates.append(((int(x0), int(y0), int(x1 - x0), int(y1 - y0)), spec.text))
+    noisy = np.clip(scene + rng.normal(0, 2 + 4 * difficulty, scene.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        noisy = cv2.GaussianBlur(noisy, (0, 0), rng.uniform(0.3, 0.3 + 0.8 * difficulty))
+    return cv2.cvtColor(noisy, cv2.COLOR_GRAY2BGR), plates
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
@@ -900,11 +1060,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backgrounds", type=Path, action="append",
                         help="folder of background photos (repeatable; a boxes.tsv there marks plates "
                              "to avoid); the photos bundled with scikit-image are always added")
+    parser.add_argument("--styled", type=float, default=0.0,
+                        help="fraction of plates in national styles (anprd/styles); 1 = all")
+    parser.add_argument("--on-cars", action="store_true",
+                        help="with --scenes: road frames whose boxed plates are covered by synthetic ones "
+                             "(needs a --backgrounds folder with boxes.tsv)")
+    parser.add_argument("--countries", help="with --styled: only these countries' styles, e.g. fr,gb")
     parser.add_argument("--scenes", action="store_true",
                         help="write whole scenes and a labels.tsv in the format `anprd eval` reads")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be >= 1")
+    if args.countries:
+        try:
+            only_countries([c.strip() for c in args.countries.split(",")])
+        except ValueError as exc:
+            print(f"train.gen: --countries: {exc}", file=sys.stderr)
+            return 2
     try:
         rng = np.random.default_rng(args.seed)
         fonts = available_fonts()
@@ -923,7 +1095,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenes:
             writer.writerow(["# file", "x", "y", "w", "h", "PLATE"])
             for i in range(args.count):
-                image, plates = sample_scene(rng, backgrounds, fonts, difficulty=args.difficulty)
+                if args.on_cars:
+                    drawn = None
+                    while drawn is None:
+                        drawn = sample_car_scene(rng, backgrounds, fonts, args.styled, args.difficulty)
+                    image, plates = drawn
+                else:
+                    image, plates = sample_scene(rng, backgrounds, fonts, difficulty=args.difficulty,
+                                                 styled=args.styled)
                 name = f"scene{i:05d}.jpg"
                 cv2.imwrite(str(args.out / name), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 for (x, y, w, h), text in plates:
@@ -931,7 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             writer.writerow(["# file", "present", "text", "kind", "x0", "y0", "x1", "y1"])
             for i in range(args.count):
-                s = sample_window(rng, backgrounds, fonts, args.difficulty)
+                s = sample_window(rng, backgrounds, fonts, args.difficulty, styled=args.styled)
                 name = f"{i:08d}.png"
                 cv2.imwrite(str(args.out / name), s.image)
                 writer.writerow([name, int(s.present), s.text, s.kind, *(f"{v:.1f}" for v in s.box)])

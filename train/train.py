@@ -73,7 +73,7 @@ def make_batch(samples: list) -> dict[str, np.ndarray]:
 
 
 def generate_batches(n_samples: int, seed: int, backgrounds: list[str], difficulty: float,
-                     batch_size: int = 256) -> dict[str, np.ndarray]:
+                     batch_size: int = 256, styled: float = 0.0) -> dict[str, np.ndarray]:
     """A fixed set (validation/test) generated in this process."""
     from train.fonts import available_fonts
     from train.gen import make_backgrounds, sample_window
@@ -81,12 +81,12 @@ def generate_batches(n_samples: int, seed: int, backgrounds: list[str], difficul
     rng = np.random.default_rng(seed)
     fonts = available_fonts()
     bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng)
-    samples = [sample_window(rng, bgs, fonts, difficulty) for _ in range(n_samples)]
+    samples = [sample_window(rng, bgs, fonts, difficulty, styled=styled) for _ in range(n_samples)]
     return make_batch(samples)
 
 
 def _worker(worker_id: int, seed: int, backgrounds: list[str], batch_size: int, out: mp.Queue,
-            difficulty: mp.Value, stop: mp.Event, task: str, balanced: bool) -> None:
+            difficulty: mp.Value, stop: mp.Event, task: str, balanced: bool, styled: float) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
 
@@ -104,7 +104,7 @@ def _worker(worker_id: int, seed: int, backgrounds: list[str], batch_size: int, 
     else:
         sample, batcher = sample_window, make_batch
     while not stop.is_set():
-        batch = batcher([sample(rng, bgs, fonts, difficulty.value) for _ in range(batch_size)])
+        batch = batcher([sample(rng, bgs, fonts, difficulty.value, styled=styled) for _ in range(batch_size)])
         while not stop.is_set():
             try:
                 out.put(batch, timeout=0.5)
@@ -117,14 +117,16 @@ class BatchSource:
     """Fresh batches from workers when ready, else a recent one from the ring buffer."""
 
     def __init__(self, workers: int, seed: int, backgrounds: list[str], batch_size: int,
-                 ring_size: int = 48, task: str = "window", balanced: bool = False) -> None:
+                 ring_size: int = 48, task: str = "window", balanced: bool = False,
+                 styled: float = 0.0) -> None:
         ctx = mp.get_context("spawn")  # never fork a process that has TensorFlow loaded
         self.queue: mp.Queue = ctx.Queue(maxsize=4)
         self.difficulty = ctx.Value("d", 0.0)
         self.stop_event = ctx.Event()
         self.procs = [ctx.Process(target=_worker, daemon=True,
                                   args=(i, seed, backgrounds, batch_size, self.queue, self.difficulty,
-                                        self.stop_event, task, balanced)) for i in range(workers)]
+                                        self.stop_event, task, balanced, styled))
+                      for i in range(workers)]
         for p in self.procs:
             p.start()
         self.ring: list[dict[str, np.ndarray]] = []
@@ -297,6 +299,7 @@ def run_record(run: Path) -> dict:
         "validation_set": {"count": args["val_count"], "seed": args["val_seed"], "difficulty": 1.0},
         "backgrounds": args["backgrounds"],
         "balance_backgrounds": args.get("balance_backgrounds", False),
+        "styled": args.get("styled", 0.0),
     }
 
 
@@ -357,6 +360,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, steps: int, batch_size: i
                         help="draw training backgrounds from each folder equally often (the bundled photos "
                              "as often as --backgrounds'), not in proportion to their sizes; validation "
                              "keeps the proportional draw")
+    parser.add_argument("--styled", type=float, default=0.0,
+                        help="fraction of plates drawn in national styles (anprd/styles, train.plates) in "
+                             "training and validation; the rest are the three generic families")
     parser.add_argument("--val-count", type=int, default=2000)
     parser.add_argument("--val-seed", type=int, default=val_seed)
     parser.add_argument("--val-every", type=int, default=val_every)
@@ -401,12 +407,13 @@ def start_run(args: argparse.Namespace, prog: str, argv: list[str] | None, net: 
             setattr(args, key, saved[key])
         args.backgrounds = [Path(b) for b in saved["backgrounds"]]
         args.balance_backgrounds = saved.get("balance_backgrounds", False)  # runs from before the option
+        args.styled = saved.get("styled", 0.0)
         args.init_from = Path(saved["init_from"]) if saved.get("init_from") else None
         return saved
     run.mkdir(parents=True, exist_ok=True)
     saved = {key: getattr(args, key) for key in SAVED_ARGS}
     saved |= {"backgrounds": [str(b) for b in args.backgrounds],
-              "balance_backgrounds": args.balance_backgrounds,
+              "balance_backgrounds": args.balance_backgrounds, "styled": args.styled,
               "init_from": str(args.init_from) if args.init_from else None, "net": net,
               "command": f"python -m {prog} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
     (run / "args.json").write_text(json.dumps(saved, indent=1))
@@ -523,11 +530,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def make_validation() -> dict[str, np.ndarray]:
         print(f"generating {args.val_count} validation windows (seed {args.val_seed})")
-        return generate_batches(args.val_count, args.val_seed, [str(b) for b in args.backgrounds], 1.0)
+        return generate_batches(args.val_count, args.val_seed, [str(b) for b in args.backgrounds], 1.0,
+                                styled=args.styled)
 
     val = cached_validation(args.run, make_validation)
     source = BatchSource(args.workers, args.seed * 1000 + step, [str(b) for b in args.backgrounds],
-                         args.batch_size, balanced=args.balance_backgrounds)
+                         args.batch_size, balanced=args.balance_backgrounds, styled=args.styled)
 
     def train_on_batch(b: dict[str, np.ndarray]):
         return train_step(b["image"], b["present"], b["box"], b["labels"], b["label_len"], b["read"],

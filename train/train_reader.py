@@ -69,14 +69,15 @@ def make_reader_batch(samples: list) -> dict[str, np.ndarray]:
     return batch
 
 
-def validation_set(count: int, seed: int, backgrounds: list[str]) -> dict[str, np.ndarray]:
+def validation_set(count: int, seed: int, backgrounds: list[str], styled: float = 0.0
+                   ) -> dict[str, np.ndarray]:
     from train.fonts import available_fonts
     from train.gen import make_backgrounds, sample_read_crop
 
     rng = np.random.default_rng(seed)
     bgs = make_backgrounds([Path(b) for b in backgrounds], True, rng)
     fonts = available_fonts()
-    return make_reader_batch([sample_read_crop(rng, bgs, fonts, 1.0) for _ in range(count)])
+    return make_reader_batch([sample_read_crop(rng, bgs, fonts, 1.0, styled=styled) for _ in range(count)])
 
 
 def evaluate(predict, data: dict[str, np.ndarray], batch_size: int = 256) -> dict[str, float]:
@@ -166,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def make_validation() -> dict[str, np.ndarray]:
         print(f"generating {args.val_count} validation crops (seed {args.val_seed})")
-        return validation_set(args.val_count, args.val_seed, [str(b) for b in args.backgrounds])
+        return validation_set(args.val_count, args.val_seed, [str(b) for b in args.backgrounds], args.styled)
 
     val = cached_validation(args.run, make_validation)
     source = BatchSource(args.workers, args.seed * 1000 + step, [str(b) for b in args.backgrounds],
-                         args.batch_size, task="reader", balanced=args.balance_backgrounds)
+                         args.batch_size, task="reader", balanced=args.balance_backgrounds,
+                         styled=args.styled)
     train_loop(args, model, optimizer, source, step, best,
                lambda b: train_step(b["image"], b["labels"], b["label_len"], b["columns"], b["columns_ok"]),
                ["loss", "ctc_loss", "column_loss"], lambda: evaluate(predict, val), ["read_acc", "char_acc"],

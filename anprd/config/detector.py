@@ -17,7 +17,7 @@ class DetectorConfig(AnprdBaseModel):
                        "paths resolve against the config file, then the anprd install.")
     presence_threshold: float = Field(0.8, gt=0, lt=1, description="Window presence score for a hit "
                                       "(the seed used 0.99); hits only propose plates, verify_threshold "
-                                      "and min_confidence decide (README 'Measured accuracy').")
+                                      "and min_confidence decide (docs/accuracy.md).")
     verify_threshold: float = Field(0.8, ge=0, lt=1, description="Presence score a grouped plate must "
                                     "keep when re-read on a crop centred on it, framed as in training; "
                                     "drops loose hits.")
@@ -34,7 +34,7 @@ class DetectorConfig(AnprdBaseModel):
     min_confidence: float = Field(0.01, ge=0, le=1, description="Drop plates whose reading probability "
                                   "is below this: windows that look like a plate but read as nothing "
                                   "(grilles, signs, lamps) read at < 0.01, most plates above it; 0 "
-                                  "keeps every box, read or not (README 'Measured accuracy').")
+                                  "keeps every box, read or not (docs/accuracy.md).")
     read_scales: list[float] = Field(default_factory=lambda: [0.9, 1.0, 1.1], description="Second "
                                      "reading pass: the refined plate box is read again on crops "
                                      "scaled by these factors (by each plate reader), and a text's "
@@ -42,7 +42,7 @@ class DetectorConfig(AnprdBaseModel):
                                      "read right, ~1.5 ms per crop); [] reads each plate once.")
     reader: Literal["auto", "window"] = Field("auto", description="Who reads the text: 'auto' uses the "
                                               "model's plate readers (second networks on a tight crop of "
-                                              "each plate, README 'How it works') when the model folder "
+                                              "each plate, docs/design.md) when the model folder "
                                               "has them; 'window' reads with the detector's own window "
                                               "network.")
     top_n: int = Field(5, ge=1, le=20, description="Candidates reported per plate.")
@@ -51,6 +51,12 @@ class DetectorConfig(AnprdBaseModel):
                                      "one, with enough probability, is preferred and fixes O/0, I/1.")
     pattern_min_ratio: float = Field(0.01, gt=0, le=1, description="A pattern reading is used when its "
                                      "probability is at least this fraction of the best free reading.")
+    countries: list[str] = Field(default_factory=list, description="Countries whose plates the camera "
+                                 "sees, as ISO 3166-1 alpha-2 codes in lower case ('uk' is taken for "
+                                 "'gb'): their formats (anprd/styles/*.yaml) become a prior that turns "
+                                 "look-alikes (I/1, O/0/D, B/8, S/5, Z/2, G/6) into what the format "
+                                 "demands and drops band letters at the ends; the event's `pattern` "
+                                 "names the country. Empty: readings are left as read.")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow "
                                                    "sees one.")
     threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = all cores).")
@@ -58,20 +64,20 @@ class DetectorConfig(AnprdBaseModel):
                                              "'hog' runs the HOG + linear SVM pre-filter and scans only "
                                              "its regions, at the pyramid levels their size calls for "
                                              "(fewer false positives and a better `eu` read rate; "
-                                             "2-3x faster on earlier machines, no faster at 720p on "
-                                             "session 13's, see README 'Speed'); 'none' scans the "
-                                             "whole pyramid.")
+                                             "and faster: 265 against 333 ms per 720p frame with "
+                                             "anprd-v9 on 2026-12-05, docs/speed.md); 'none' scans "
+                                             "the whole pyramid.")
     prefilter_model: str = Field("models/hog-v1", description="HOG pre-filter folder (hog.yml + hog.json), "
                                  "used when prefilter is 'hog'; resolved like `model`.")
     prefilter_threshold: float = Field(-0.25, ge=-3, le=3, description="SVM margin a HOG window needs "
                                        "to propose a region. 0 is the model's calibrated operating point "
                                        "(95% of plates covered); the default -0.25 covers more tilted "
-                                       "and 2:1 plates (README 'Speed'); lower finds more plates but "
+                                       "and 2:1 plates (docs/speed.md); lower finds more plates but "
                                        "proposes more regions (more time).")
     prefilter_full_scan_width: float = Field(120, ge=16, description="With prefilter 'hog', the pyramid "
                                              "levels for plates at least this wide (pixels) are also "
                                              "scanned whole: they are small images, so cheap, and the HOG "
-                                             "template misses large tilted plates (README 'Speed'). Above "
+                                             "template misses large tilted plates (docs/speed.md). Above "
                                              "max_plate_width only the pre-filter's regions are scanned.")
 
     @field_validator("read_scales")
@@ -90,6 +96,13 @@ class DetectorConfig(AnprdBaseModel):
         for name, spec in patterns.items():
             parse_pattern(name, spec)
         return patterns
+
+    @field_validator("countries")
+    @classmethod
+    def _check_countries(cls, codes: list[str]) -> list[str]:
+        from anprd.styles import country_code
+
+        return list(dict.fromkeys(country_code(code) for code in codes))
 
     @model_validator(mode="after")
     def _check_plate_widths(self) -> DetectorConfig:

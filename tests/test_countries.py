@@ -1,0 +1,125 @@
+"""`detector.countries`: country formats as a reading prior (anprd.formats), in the detector's decoding
+and in the tracker's fusion; and formats that never delete a plate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anprd.config import ConfigError, load_config
+from anprd.config.detector import DetectorConfig
+from anprd.ctc import ALPHABET, BLANK
+from anprd.ctc_fusion import fuse_detections
+from anprd.detector import PlateDetector
+from anprd.formats import CountryPrior
+from anprd.types import Box, Detection
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / DetectorConfig().model
+
+
+def posteriors(text: str, sure: float = 0.999, second: dict[int, tuple[str, float]] | None = None
+               ) -> np.ndarray:
+    """CTC posteriors (32 x 37) that read `text`, one character every fourth column; `second` gives
+    a position's runner-up character and its probability."""
+    probs = np.full((32, len(ALPHABET) + 1), 1e-6, np.float32)
+    probs[:, BLANK] = 1.0
+    for i, char in enumerate(text):
+        column = 2 + 4 * i
+        probs[column, :] = 1e-6
+        probs[column, ALPHABET.index(char)] = sure
+        if second and i in second:
+            other, p = second[i]
+            probs[column, ALPHABET.index(other)] = p
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_a_uk_format_turns_a_sure_i_into_the_1_it_demands():
+    prior = CountryPrior(["uk"])
+    fit = prior.choose([("LSI5EBC", 0.99)])
+    assert fit is not None and (fit.text, fit.country) == ("LS15EBC", "gb")
+
+
+def test_band_letters_are_dropped_only_where_a_band_can_show_them():
+    fr = CountryPrior(["fr"])
+    assert fr.choose([("FAB123CD", 0.9)]).text == "AB123CD"  # F under the EU stars
+    assert fr.choose([("AB123CD75", 0.9)]).text == "AB123CD"  # the department on the right band
+    br = CountryPrior(["br"])
+    assert br.choose([("XABC1D23", 0.9)]) is None  # Mercosur plates have no side band
+
+
+def test_a_format_never_changes_a_character_into_one_of_another_shape():
+    prior = CountryPrior(["gb"])
+    assert prior.fits("LSX5EBC") == []  # X looks like no digit, and LS is no band's print
+    assert prior.choose([("LSX5EBC", 0.9), ("LS15EBC", 1e-5)]) is None  # too unlikely to take over
+
+
+def test_a_reading_that_fits_as_read_is_kept():
+    assert [f.text for f in CountryPrior(["br"]).fits("ABC1D23")] == ["ABC1D23"]
+
+
+@pytest.fixture(scope="module")
+def detector() -> PlateDetector:
+    return PlateDetector(MODEL, DetectorConfig(prefilter="none"))
+
+
+def _decode(detector: PlateDetector, config: DetectorConfig, reads: np.ndarray):
+    detector.config, detector.country_prior = config, CountryPrior(config.countries)
+    detector.patterns = []
+    try:
+        return detector._decode(reads)
+    finally:
+        detector.config, detector.country_prior = DetectorConfig(prefilter="none"), CountryPrior([])
+
+
+def test_the_detector_reads_a_uk_bar_one_with_countries_and_leaves_it_without(detector):
+    reads = posteriors("LSI5EBC")[None]
+    text, confidence, candidates, pattern, free = _decode(detector, DetectorConfig(), reads)
+    assert (text, pattern) == ("LSI5EBC", None)  # no countries: nothing changes
+    text, confidence, candidates, pattern, free = _decode(
+        detector, DetectorConfig(countries=["uk"]), reads)
+    assert (text, pattern) == ("LS15EBC", "gb")
+    assert candidates[0].text == "LS15EBC" and "LSI5EBC" in {c.text for c in candidates}
+    assert confidence > 0.5  # the reader was sure of the shapes; only the look-alike changed
+
+
+def test_a_pattern_reading_never_deletes_the_plate(detector):
+    # a pattern fit far less probable than the free reading used to replace its confidence, and
+    # `min_confidence` then dropped a plate the reader was sure of
+    reads = posteriors("LSI5EBC", second={2: ("1", 0.03)})[None]
+    config = DetectorConfig(patterns={"uk": "@@##@@@"}, min_confidence=0.05)
+    detector.patterns = []
+    detector.config, detector.country_prior = config, CountryPrior([])
+    from anprd.ctc import parse_pattern
+
+    detector.patterns = [parse_pattern("uk", "@@##@@@")]
+    try:
+        text, confidence, _, pattern, free = detector._decode(reads)
+    finally:
+        detector.patterns, detector.config = [], DetectorConfig(prefilter="none")
+    assert (text, pattern) == ("LS15EBC", "uk")
+    assert confidence < config.min_confidence < free  # the floor is applied to the free reading
+
+
+def test_fusion_fits_the_tracks_reading_to_the_countries():
+    frames = [Detection(Box(10, 10, 100, 22), 0.99, "LSI5EBC", 0.99, char_probs=posteriors("LSI5EBC"))
+              for _ in range(4)]
+    assert fuse_detections(frames).text == "LSI5EBC"
+    from anprd.ctc_fusion import CandidateFusion
+
+    fusion = CandidateFusion(prior=lambda: CountryPrior(["gb"]))
+    for frame in frames:
+        fusion.add(frame)
+    reading = fusion.reading()
+    assert (reading.text, reading.country) == ("LS15EBC", "gb")
+
+
+def test_countries_in_the_config_are_checked(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("cameras: [{id: a, url: 0}]\ndetector: {countries: [uk, fr, uk]}\n")
+    assert load_config(path).detector.countries == ["gb", "fr"]
+    path.write_text("cameras: [{id: a, url: 0}]\ndetector: {countries: [xx]}\n")
+    with pytest.raises(ConfigError, match=r"detector\.countries.*'xx' is not a country"):
+        load_config(path)
