@@ -251,13 +251,11 @@ def without_root_file_access(locked: Path) -> list[str]:
     return drop
 
 
-@pytest.fixture(scope="session")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 4 s 640x360 clip with passing cars (train.clip exits 1 when no plate fits) on scikit-image's
-    photos, and its truth CSV; shared by the replay and daemon tests, rendered once."""
+def render_clip(folder: Path) -> tuple[Path, Path]:
+    """Render the tests' clip into `folder`: 4 s of 640x360 with passing cars (train.clip exits 1
+    when no plate fits) on scikit-image's photos, and its truth CSV; (video, truth)."""
     import skimage
 
-    folder = tmp_path_factory.mktemp("clip")
     video, truth = folder / "clip.mp4", folder / "clip.truth.csv"
     photos = Path(skimage.__file__).parent / "data"  # the same backgrounds with or without ../shared
     result = subprocess.run(
@@ -267,3 +265,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     assert result.returncode == 0, result.stderr
     return video, truth
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """`render_clip`'s clip and truth CSV, shared by the replay and daemon tests, rendered once."""
+    return render_clip(tmp_path_factory.mktemp("clip"))

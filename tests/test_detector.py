@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from accuracy_floors import DATA, check
 from generated_scenes import generated_scenes, score_detector
 
 import anprd.detector
@@ -87,15 +88,12 @@ def test_crop_window_centres_the_plate_at_70_percent():
 
 
 def test_plates_found_and_read_in_generated_scenes(detector):
-    score = score_detector(detector, generated_scenes(2024, 8, size=(640, 400), plate_width=(90, 200),
-                                                      difficulty=0.3))
-    # A working detector finds and reads most of these easy plates; a broken stage (pyramid mapping,
-    # grouping, crop geometry, decoding) drops these to about zero. Accuracy itself is measured with
-    # `anprd eval` and reported in the README, not asserted here.
-    assert score.plates >= 12
-    assert score.found / score.plates >= 0.6, score
-    assert score.read / score.plates >= 0.35, score
-    assert score.false_positives <= score.plates // 4
+    # The model's own figures on these scenes, a few points under (tests/accuracy_floors.py): a
+    # broken stage (pyramid mapping, grouping, crop geometry, decoding) drops them to about zero, a
+    # weaker model by more than a plate or two.
+    score = score_detector(detector, generated_scenes(**DATA["scenes"]))
+    check(MODEL, "scenes_pyramid", plates=score.plates, found=score.found, read=score.read,
+          false_positives=score.false_positives)
 
 
 def test_detections_carry_candidates_and_posteriors(detector):

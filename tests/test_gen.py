@@ -73,20 +73,44 @@ def test_generated_labels_follow_the_presence_rule(fonts, backgrounds):
     assert kinds == {"positive", *NEGATIVE_KINDS}
 
 
-def test_positive_boxes_cover_the_rendered_plate(fonts, backgrounds):
-    """The label box must be where the plate is: plate pixels differ from a plate-free render."""
-    rng = np.random.default_rng(3)
+def test_positive_boxes_are_where_the_rendered_plate_is(fonts, monkeypatch):
+    """The label box must be where the plate is: where a window differs from the same window rendered
+    with its plate painted out (black), the box's edges are, within the warp's and blur's pixel."""
+    import train.gen
+
+    render = train.gen.render_plate_with_chars
+    paint_out = False
+
+    def plate_painted_out(*args, **kwargs):
+        canvas, corners, centres = render(*args, **kwargs)
+        if paint_out:
+            (x0, y0), (x1, y1) = corners[0].astype(int), corners[2].astype(int)
+            canvas = canvas.copy()
+            canvas[y0:y1, x0:x1] = 0
+        return canvas, corners, centres
+
+    def window(seed: int):  # the same random numbers each time: one window, with or without its plate
+        return sample_window(np.random.default_rng(seed),
+                             Backgrounds(builtin_background_dirs(), np.random.default_rng(seed)),
+                             fonts, difficulty=0.0, positive_fraction=1.0)
+
+    monkeypatch.setattr(train.gen, "render_plate_with_chars", plate_painted_out)
     checked = 0
-    while checked < 20:
-        state = rng.bit_generator.state
-        s = sample_window(rng, backgrounds, fonts, difficulty=0.0, positive_fraction=1.0)
+    for seed in range(60):
+        paint_out = False
+        s = window(seed)
         if not s.present:
             continue
-        x0, y0, x1, y1 = (int(round(v)) for v in s.box)
-        inside = s.image[max(0, y0):y1, max(0, x0):x1].astype(float)
-        assert inside.std() > 5, "a plate with text should have contrast inside its box"
+        paint_out = True
+        without = window(seed)
+        assert without.box == s.box and without.text == s.text
+        rows, cols = np.nonzero(np.abs(s.image.astype(int) - without.image.astype(int)) > 25)
+        x0, y0, x1, y1 = s.box
+        found = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert np.allclose(found, (x0, y0, x1, y1), atol=2), (seed, s.box, found)
+        assert s.image[int(y0):int(y1), int(x0):int(x1)].std() > 5  # text: contrast inside the box
         checked += 1
-        del state
+    assert checked >= 20
 
 
 def test_plate_families_and_lengths(fonts):

@@ -304,6 +304,26 @@ def test_live_source_keeps_the_newest_frames_and_counts_drops(rtsp_server: str) 
         assert source.stop()
 
 
+def test_max_fps_passes_frames_on_at_most_that_often_while_reading_every_frame(rtsp_server: str) -> None:
+    source = open_source(live_camera(rtsp_server, queue_size=50, max_fps=5))  # the stream: 25 fps
+    try:
+        frames = []
+        while len(frames) < 6:
+            frame = source.read(timeout=READ_TIMEOUT_S)
+            assert frame is not None, f"only {len(frames)} frames passed on"
+            frames.append(frame)
+        stats = source.stats()
+    finally:
+        assert source.stop()
+    # Frames are stamped when read: those passed on lie at least 1 / max_fps apart.
+    gaps = np.diff([frame.timestamp for frame in frames])
+    assert gaps.min() >= 1 / 5, gaps
+    # The frames between were read (sequence numbers count them) and skipped, not dropped.
+    sequences = [frame.sequence for frame in frames]
+    assert sequences == sorted(set(sequences)) and sequences[-1] - sequences[0] > len(frames), sequences
+    assert stats.frames_read > sequences[-1] and stats.frames_dropped == 0, stats
+
+
 def test_source_reconnects_after_the_server_dies_and_resumes_when_it_returns(
     rtsp_server_factory: Callable[..., Any],
 ) -> None:

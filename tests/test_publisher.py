@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -185,7 +187,8 @@ def test_bind_failure_names_the_endpoint(
     assert endpoint in caplog.records[0].getMessage()
 
 
-def test_spool_is_written_before_sending(context: zmq.Context, tmp_path: Path) -> None:
+def test_spool_holds_every_event_sent(context: zmq.Context, tmp_path: Path) -> None:
+    # That the line is written before the send: test_an_event_is_sent_only_once_its_spool_write_is_done
     spool = tmp_path / "spool" / "events.jsonl"
     publisher = publisher_on_random_port(context, spool_path=spool)
     with publisher, EventSubscriber(publisher.endpoint, context=context) as subscriber:
@@ -194,7 +197,6 @@ def test_spool_is_written_before_sending(context: zmq.Context, tmp_path: Path) -
             publisher.publish(make_event(n))
             (event,) = receive(subscriber, 1)
             lines = spool.read_text().splitlines()
-            # Already on disk when it reached the subscriber.
             assert json.loads(lines[-1])["event_id"] == event["event_id"]
     spooled = [json.loads(line) for line in spool.read_text().splitlines()]
     assert [e["sequence"] for e in spooled if e["plate"] != PROBE] == list(range(1, 11))
@@ -215,6 +217,80 @@ def test_spool_rotates_by_size_without_losing_events(
     events = [json.loads(line) for path in files for line in path.read_text().splitlines()]
     assert [e["sequence"] for e in events] == list(range(1, 31))
     validator.validate(events[0])
+
+
+def test_spool_rotation_deletes_the_oldest_file_beyond_its_backups(
+    context: zmq.Context, tmp_path: Path
+) -> None:
+    spool = tmp_path / "events.jsonl"
+    settings = {"spool_path": spool, "spool_max_bytes": 1024, "spool_backups": 2}
+    with publisher_on_random_port(context, **settings) as publisher:
+        for n in range(1, 31):  # two events a file: 15 files' worth
+            publisher.publish(make_event(n))
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+    files = [spool.with_name("events.jsonl.2"), spool.with_name("events.jsonl.1"), spool]  # oldest first
+    sequences = [json.loads(line)["sequence"] for path in files for line in path.read_text().splitlines()]
+    assert sequences == list(range(sequences[0], 31)) and sequences[0] > 20  # the newest, in order
+
+
+def _read_available(fd: int) -> bytes:
+    """Everything a non-blocking descriptor has to read now."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return data
+        data += chunk
+
+
+def test_an_event_is_sent_only_once_its_spool_write_is_done(context: zmq.Context, tmp_path: Path) -> None:
+    # The spool is a FIFO whose buffer is full: a disk that has not yet taken the write. The
+    # publisher must wait in the spool write with the event not yet on the wire, and send it once
+    # the line is written.
+    spool = tmp_path / "events.fifo"
+    os.mkfifo(spool)
+    other_end = os.open(spool, os.O_RDWR | os.O_NONBLOCK)
+    publisher = publisher_on_random_port(context, spool_path=spool, spool_fsync=False)
+    with publisher, EventSubscriber(publisher.endpoint, context=context) as subscriber:
+        connected = threading.Event()
+
+        def read_probes() -> None:  # their lines never fill the FIFO, however many it takes
+            while not connected.wait(0.01):
+                _read_available(other_end)
+
+        probes = threading.Thread(target=read_probes)
+        probes.start()
+        try:
+            wait_connected(publisher, [subscriber])
+        finally:
+            connected.set()
+            probes.join()
+        _read_available(other_end)
+        filled = 0
+        for chunk in (b"x" * 4096, b"x"):  # full to the last byte
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    filled += os.write(other_end, chunk)
+        event = make_event(2)
+        writer = threading.Thread(target=publisher.publish, args=(event,))
+        writer.start()
+        written = b""
+        try:
+            assert subscriber.recv(2.0) is None, "sent before its spool line was written"
+            assert writer.is_alive()
+        finally:  # make room: the write goes through, then the send
+            deadline = time.monotonic() + DEADLINE_S
+            while not written.endswith(b"\n") and time.monotonic() < deadline:
+                written += _read_available(other_end)
+                writer.join(0.05)
+        writer.join(DEADLINE_S)
+        os.close(other_end)
+        assert written[:filled] == b"x" * filled
+        assert json.loads(written[filled:])["event_id"] == event.event_id
+        (received,) = receive(subscriber, 1)
+    assert received["event_id"] == event.event_id
 
 
 def test_spool_drops_an_unfinished_last_line_left_by_a_crash(tmp_path: Path) -> None:

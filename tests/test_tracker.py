@@ -584,9 +584,9 @@ def test_a_state_name_just_above_a_plate_box_that_sits_low_gives_no_event() -> N
 
 
 def test_a_state_name_found_before_its_plate_enters_the_image_gives_no_event() -> None:
-    # Clip 2 (session 8), frames 736-780, as the detector found them: an overtaking car's plate
-    # G25442 enters the image at its left edge. Its state name, whole first, is found in frames
-    # 740-741, the plate from frame 743 on, and the name once more on the plate in frame 745.
+    # Clip 2 (2026-11-24, anprd-v6), frames 736-780, as the detector found them: an overtaking
+    # car's plate G25442 enters the image at its left edge. Its state name, whole first, is found
+    # in frames 740-741, the plate from frame 743 on, and the name once more on the plate in 745.
     plate = {743: (5, 311, 139, 74), 744: (16, 312, 135, 67), 745: (24, 310, 133, 64),
              746: (33, 309, 130, 63), 747: (40, 306, 128, 63), 748: (49, 306, 125, 61),
              749: (57, 303, 122, 61), 750: (64, 303, 122, 59), 751: (71, 301, 121, 58),
@@ -628,8 +628,9 @@ def _stopping_car(junk_frames: set[int]) -> list[list[Detection]]:
 
 
 def test_a_large_unread_box_over_a_plate_does_not_make_the_plate_its_text_line() -> None:
-    # Session 8: the junk box was found over the plate in 53 frames from 641 on and confirmed at
-    # 656. The plate's older, shorter track lay on it then; it is still the plate to report.
+    # 2026-11-24 (anprd-v6): the junk box was found over the plate in 53 frames from 641 on and
+    # confirmed at 656. The plate's older, shorter track lay on it then; it is still the plate to
+    # report.
     junk_frames = {641, 652, 653, 656, 661, 662, 673, 679, 682, 690, 691, 694, 695, *range(700, 720),
                    722, 724, 730, 731, 734, 735, 739, 740, 741, 743, 745, *range(747, 756)}
     tracker = Tracker(TrackerConfig())
@@ -639,9 +640,10 @@ def test_a_large_unread_box_over_a_plate_does_not_make_the_plate_its_text_line()
 
 
 def test_a_plate_under_a_large_unread_box_most_of_its_life_is_not_its_fragment() -> None:
-    # Session 13: with more pre-filter regions the junk box was found in most frames, so the plate
-    # spent most of its life lying on a larger matched box and was dropped as that box's fragment.
-    # Only a box read as a plate makes a box lying on it a fragment.
+    # 2026-12-04 (anprd-v7, pre-filter threshold -0.25): with more pre-filter regions the junk box
+    # was found in most frames, so the plate spent most of its life lying on a larger matched box
+    # and was dropped as that box's fragment. Only a box read as a plate makes a box lying on it a
+    # fragment.
     tracker = Tracker(TrackerConfig())
     updates = run(tracker, _stopping_car(set(range(641, 776))), start=627)
     finish(tracker, updates)
@@ -649,9 +651,9 @@ def test_a_plate_under_a_large_unread_box_most_of_its_life_is_not_its_fragment()
 
 
 def test_a_stopped_car_whose_plate_is_found_on_and_off_gives_one_event() -> None:
-    # Clip 3 (session 8): a car stopped with its plate ~100 px wide was found in bursts, its track
-    # breaking in every gap longer than max_misses. Each gap is shorter than same_plate_window_s,
-    # the whole stop longer, and the last burst is the longest.
+    # Clip 3 (2026-11-24, anprd-v6): a car stopped with its plate ~100 px wide was found in
+    # bursts, its track breaking in every gap longer than max_misses. Each gap is shorter than
+    # same_plate_window_s, the whole stop longer, and the last burst is the longest.
     bursts = [(0, 40), (70, 110), (140, 180), (210, 400)]
     frames = [[detection(150.0, 290.0, "GIF1656")] if any(a <= n <= b for a, b in bursts) else []
               for n in range(401)]
@@ -665,10 +667,10 @@ def test_a_stopped_car_whose_plate_is_found_on_and_off_gives_one_event() -> None
 
 
 def test_a_low_confidence_read_cannot_hand_a_departing_plate_s_track_to_an_arriving_one() -> None:
-    # Clip 4 (session 8), frames 470-540 as the detector found them (every other frame): TPI1W
-    # pulls away to the left until frame 486; PNQ7643 appears 60 px to its right at frame 492,
-    # read at 0.06 (too low to gate by text), then read well. That first read used to become
-    # the old track's latest text, and the new plate's good reads then passed the text gate.
+    # Clip 4 (2026-11-24, anprd-v6), frames 470-540 as the detector found them (every other
+    # frame): TPI1W pulls away to the left until frame 486; PNQ7643 appears 60 px to its right at
+    # frame 492, read at 0.06 (too low to gate by text), then read well. That first read used to
+    # become the old track's latest text, and the new plate's good reads then passed the text gate.
     frames: list[list[Detection]] = []
     for n in range(470, 541):
         found = []
@@ -688,11 +690,11 @@ def test_a_low_confidence_read_cannot_hand_a_departing_plate_s_track_to_an_arriv
 
 
 def test_one_narrow_box_does_not_throw_the_size_gate_off_a_departing_plate() -> None:
-    # Clip 4 (session 8), frames 20-70: a departing plate's box narrowed from 99 to 75 px in one
-    # frame (the detector boxed it at another pyramid level), then the plate was missed for three
-    # frames and came back 79-92 px wide. The width velocity from that one jump had the predicted
-    # box at 48 px, beyond the size gate, and the plate became two tracks and two events (its J,
-    # drawn as a bare bar, fused to I in one and to 1 in the other).
+    # Clip 4 (2026-11-24, anprd-v6), frames 20-70: a departing plate's box narrowed from 99 to
+    # 75 px in one frame (the detector boxed it at another pyramid level), then the plate was
+    # missed for three frames and came back 79-92 px wide. The width velocity from that one jump
+    # had the predicted box at 48 px, beyond the size gate, and the plate became two tracks and two
+    # events (its J, drawn as a bare bar, fused to I in one and to 1 in the other).
     keys = {20: (9, 365, 161, 81), 44: (209, 307, 99, 51), 45: (216, 306, 75, 46), 49: (247, 300, 79, 47),
             50: (237, 299, 92, 47), 70: (306, 279, 71, 36)}
     spans = [(20, 44), (45, 45), (49, 49), (50, 70)]

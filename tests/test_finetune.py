@@ -1,0 +1,239 @@
+"""`anprd finetune`: the split by file, the user's plates as reader crops, refusals of bad folders as
+one line, and a tiny generated labelled folder fine-tuned end to end into a model folder that loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from anprd.evaluate import LabelledImage, read_labels
+from anprd.types import Box
+from train.finetune import MIN_PLATES, augment_plate, cut_plate, names_hash, split_images
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL_KEYS = {"images", "plates", "detected", "read_exact", "read_rate", "detection_recall", "char_accuracy",
+             "false_positives", "ms_per_image"}
+
+
+def finetune(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "anprd.cli", "finetune", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def photos(count: int, plates_each: int = 2) -> list[LabelledImage]:
+    return [LabelledImage(Path(f"/photos/img{i:03d}.jpg"),
+                          [(Box(10 * k, 5, 60, 20), f"AB{i:03d}{k}") for k in range(plates_each)])
+            for i in range(count)]
+
+
+# -- the split --------------------------------------------------------------------------------------
+def test_split_is_by_file_disjoint_and_reproducible():
+    images = photos(40)
+    split = split_images(images, 0.25, seed=7)
+    train = [i.path.name for i in split.train]
+    held = [i.path.name for i in split.heldout]
+    assert len(held) == 10 and len(train) == 30
+    assert not set(train) & set(held) and sorted(train + held) == sorted(i.path.name for i in images)
+    # every plate of a photo stays with its photo
+    assert sum(len(i.plates) for i in split.train) == 60 and sum(len(i.plates) for i in split.heldout) == 20
+    assert train == sorted(train) and held == sorted(held)
+    # the same seed gives the same split whatever the order of labels.tsv; another seed another split
+    shuffled = [images[i] for i in np.random.default_rng(3).permutation(len(images))]
+    again = split_images(shuffled, 0.25, seed=7)
+    assert [i.path.name for i in again.heldout] == held
+    assert [i.path.name for i in split_images(images, 0.25, seed=8).heldout] != held
+    # not simply the last files by name
+    assert held != sorted(i.path.name for i in images)[-10:]
+
+
+def test_split_by_name_holds_out_the_last_files_by_name():
+    images = photos(9)[::-1]
+    split = split_images(images, 0.5, seed=1, by_name=True)
+    assert [i.path.name for i in split.train] == [f"img{i:03d}.jpg" for i in range(5)]
+    assert [i.path.name for i in split.heldout] == [f"img{i:03d}.jpg" for i in range(5, 9)]
+    assert split.method == "by name"
+
+
+def test_split_keeps_one_photo_out_when_a_fraction_rounds_to_none_and_none_for_holdout_zero():
+    assert len(split_images(photos(3), 0.1, seed=1).heldout) == 1
+    assert len(split_images(photos(3), 0.0, seed=1).heldout) == 0
+    assert len(split_images(photos(2), 0.9, seed=1).train) == 1
+
+
+def test_names_hash_depends_on_the_names_not_their_order():
+    images = photos(5)
+    assert names_hash(images) == names_hash(images[::-1])
+    assert names_hash(images) != names_hash(images[:4])
+
+
+# -- the user's plates as crops ---------------------------------------------------------------------
+def test_a_plate_at_the_image_edge_is_cut_with_context_and_augmented_to_reader_crops():
+    gray = np.full((100, 200), 90, np.uint8)
+    cv2.rectangle(gray, (150, 80), (199, 99), 230, -1)  # a plate running off the bottom-right corner
+    plate = cut_plate(gray, (150, 80, 210, 110), None, "AB12")
+    # half a plate width each side, 1.5 plate heights above and below; the image's border repeated
+    assert plate.patch.shape == (120, 120) and plate.label_box == (30, 45, 90, 75)
+    assert plate.patch[47, 32] == 230 and plate.patch[110, 110] == 230 and plate.patch[40, 20] == 90
+    rng = np.random.default_rng(1)
+    crops = [augment_plate(rng, plate) for _ in range(20)]
+    assert all(c.image.shape == (32, 128) and c.image.dtype == np.uint8 for c in crops)
+    assert all(c.text == "AB12" and c.char_x == () for c in crops)  # CTC only: no character places
+    assert len({c.image.tobytes() for c in crops}) == 20  # every crop drawn anew
+    # the plate fills the middle of the crop as the detector's crops have it
+    assert all(c.image[12:20, 40:88].mean() > c.image[:, :4].mean() for c in crops[:5])
+
+
+def test_a_large_plate_is_shrunk_and_both_boxes_move_with_it():
+    gray = np.zeros((1000, 1500), np.uint8)
+    plate = cut_plate(gray, (100, 400, 700, 700), (110, 410, 690, 690), "X1")
+    assert plate.label_box[2] - plate.label_box[0] == pytest.approx(256)
+    assert plate.detected_box is not None
+    assert plate.detected_box[0] - plate.label_box[0] == pytest.approx(10 * 256 / 600)
+
+
+# -- refusals: one line, exit status 2 ----------------------------------------------------------------
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("anprd finetune: ")
+    return lines[0]
+
+
+def _labelled(folder: Path, rows: list[str], images: int = 1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(images):
+        cv2.imwrite(str(folder / f"p{i:02d}.jpg"), np.full((60, 120, 3), 128, np.uint8))
+    (folder / "labels.tsv").write_text("".join(row + "\n" for row in rows))
+    return folder
+
+
+def test_a_folder_without_labels_is_refused(tmp_path):
+    (tmp_path / "photos").mkdir()
+    line = _one_line_error(finetune(str(tmp_path / "photos"), "--out", str(tmp_path / "out")))
+    assert "labels.tsv: missing" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_labels_line_is_refused_naming_the_line(tmp_path):
+    folder = _labelled(tmp_path / "photos", ["p00.jpg\t1\t2\t30\t10\tAB12", "p00.jpg\t1\t2\t30"])
+    line = _one_line_error(finetune(str(folder), "--out", str(tmp_path / "out")))
+    assert "labels.tsv:2:" in line
+
+
+def test_too_few_plates_are_refused_saying_how_many_are_needed(tmp_path):
+    rows = [f"p{i:02d}.jpg\t1\t2\t30\t10\tAB{i:02d}" for i in range(24)]
+    folder = _labelled(tmp_path / "photos", rows, images=24)
+    line = _one_line_error(finetune(str(folder), "--out", str(tmp_path / "out")))  # 19 of 24 train
+    assert f"needs at least {MIN_PLATES} labelled plates" in line and "found 19" in line
+    line = _one_line_error(finetune(str(folder), "--out", str(tmp_path / "out"), "--holdout", "1"))
+    assert "--holdout" in line
+
+
+def test_an_output_folder_in_use_is_refused(tmp_path):
+    rows = [f"p{i:02d}.jpg\t1\t2\t30\t10\tAB{i:02d}" for i in range(30)]
+    folder = _labelled(tmp_path / "photos", rows, images=30)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.json").write_text("{}")
+    line = _one_line_error(finetune(str(folder), "--out", str(tmp_path / "out")))
+    assert "not empty" in line
+    assert (tmp_path / "out" / "model.json").read_text() == "{}"
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def generated_folder(folder: Path, seed: int, plates_wanted: int) -> None:
+    """Photos of generated plates with labels.tsv in the `anprd eval` format."""
+    from train.fonts import available_fonts
+    from train.gen import Backgrounds, builtin_background_dirs, sample_scene
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    backgrounds, fonts = Backgrounds(builtin_background_dirs(), rng), available_fonts()
+    rows: list[str] = []
+    while len(rows) < plates_wanted:
+        image, plates = sample_scene(rng, backgrounds, fonts, size=(640, 360), max_plates=3,
+                                     plate_width=(90, 170), difficulty=0.3)
+        name = f"photo{len(list(folder.glob('*.jpg'))):03d}.jpg"
+        cv2.imwrite(str(folder / name), image)
+        rows += [f"{name}\t{x}\t{y}\t{w}\t{h}\t{text}" for (x, y, w, h), text in plates]
+    (folder / "labels.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
+    import h5py
+
+    photos_dir = tmp_path / "photos"
+    generated_folder(photos_dir, seed=5, plates_wanted=30)
+    base = tmp_path / "base"  # the shipped model, with a calibration the fine-tuned reader must drop
+    shutil.copytree(REPO / "models" / "anprd-v9", base)
+    base_meta = json.loads((base / "model.json").read_text())
+    base_meta["calibration"] = {"a": 1.2, "b": 0.1}
+    (base / "model.json").write_text(json.dumps(base_meta))
+    out = tmp_path / "tuned"
+
+    result = finetune(str(photos_dir), "--out", str(out), "--model", str(base), "--steps", "3",
+                      "--batch-size", "8", "--check-count", "8", "--holdout", "0.25", "--seed", "4", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(printed["before"]) == EVAL_KEYS == set(printed["after"])
+
+    meta = json.loads((out / "model.json").read_text())
+    record = meta["finetune"]
+    assert record["base_model"] == str(base) and record["steps"] == 3 and record["seed"] == 4
+    assert "--steps 3" in record["command"] and record["command"].startswith("anprd finetune ")
+    assert record["heldout_before"] == printed["before"] and record["heldout_after"] == printed["after"]
+    assert record["minutes"] is not None and record["data"] == str(photos_dir.resolve())
+    split = split_images(read_labels(photos_dir), 0.25, seed=4)
+    assert record["train_files_sha256"] == names_hash(split.train)
+    assert record["split"]["heldout_images"] == len(split.heldout) == record["heldout_before"]["images"]
+    listed = json.loads((out / "finetune-split.json").read_text())
+    assert listed["heldout"] == [i.path.name for i in split.heldout]
+    assert not set(listed["train"]) & set(listed["heldout"])
+    assert "calibration" not in meta and "calibration_dropped" in meta
+
+    # one reader, the fine-tuned one, whose weights moved from the base reader's
+    assert [r["weights"] for r in meta["readers"]] == ["reader-r9-ft.weights.h5"]
+    assert not (out / "reader-r9.weights.h5").exists() and (out / "weights.weights.h5").is_file()
+
+    def arrays(path: Path) -> list[np.ndarray]:
+        with h5py.File(path) as f:
+            found: list[np.ndarray] = []
+            f.visititems(lambda _, obj: found.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            return found
+
+    tuned, before = arrays(out / "reader-r9-ft.weights.h5"), arrays(base / "reader-r9.weights.h5")
+    assert len(tuned) == len(before)
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned, before, strict=True))
+
+    from anprd.config.detector import DetectorConfig
+    from anprd.detector import PlateDetector
+
+    detector = PlateDetector(out, DetectorConfig(model=str(out)))
+    assert len(detector.readers) == 1
+    item = split.heldout[0]
+    found = detector.detect(cv2.imread(str(item.path)))
+    assert any(d.box.iou(box) >= 0.3 for d in found for box, _ in item.plates)
+
+
+def test_evaluate_images_scores_only_the_images_given(tmp_path):
+    from anprd.evaluate import EvalError, evaluate_images
+    from anprd.types import Detection
+
+    folder = _labelled(tmp_path / "photos", [f"p{i:02d}.jpg\t10\t10\t40\t12\tAB{i:02d}" for i in range(3)], 3)
+    images = read_labels(folder)
+
+    def detect(_image: np.ndarray) -> list[Detection]:
+        return [Detection(box=Box(10, 10, 40, 12), presence=1.0, text="AB01", confidence=0.9)]
+
+    report = evaluate_images(images[1:], detect)
+    assert (report.images, report.plates, report.detected, report.read_exact) == (2, 2, 2, 1)
+    with pytest.raises(EvalError):
+        evaluate_images([], detect)
