@@ -279,7 +279,11 @@ def training_stages(run: Path) -> list[dict]:
     exported = Path(init_from).parent / "model.json" if init_from else None
     if exported and exported.is_file():  # an exported model's weights: its model.json lists their stages
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            return [*json.loads(exported.read_text())["stages"], stage]
+            meta = json.loads(exported.read_text())
+            # a plate reader's weights are listed under "readers", each with its own stages
+            reader = next((r for r in meta.get("readers", []) if r.get("weights") == Path(init_from).name),
+                          None)
+            return [*(reader or meta)["stages"], stage]
     return [stage]
 
 
