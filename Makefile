@@ -33,10 +33,12 @@ eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
 	$(PY) -m anprd.cli eval ../shared/data/real/us
 
-# Reproduces models/anprd-v9 (see docs/training.md): three detector stages, then one plate reader
-# run; 2 h 37 min end to end on 2 cores on 2026-12-04 with the reader of that day (r5), about
-# 2 h 40 min with r9's wider context (its run: 67.8 min). A stopped run continues
-# with `--resume` on its run folder; then run the lines after it by hand.
+# Reproduces models/anprd-v10 (see docs/training.md): the anprd-v9 recipe (three detector stages
+# and plate reader r9 on the three generic plate families, about 2 h 40 min on 2 idle cores), then
+# both networks fine-tuned with national plate styles (--styled 0.6: anprd/styles, procedural plate
+# fonts, plates on cars; about 30 min on idle cores) and the reader's confidence calibrated on
+# synthetic scenes of plates in lettering training never uses (a few minutes). A stopped run continues with `--resume` on its run
+# folder; then run the lines after it by hand.
 STREETS := ../shared/data/streets
 STREETS_OPT = $(if $(wildcard $(STREETS)),--backgrounds $(STREETS),)
 streets-check:
@@ -48,9 +50,16 @@ train: setup streets-check
 		--val-every 1000 $(STREETS_OPT)
 	$(PY) -m train.train --run runs/v3 --init-from runs/v2 --steps 3000 --lr 1e-3 --seed 3 \
 		--val-every 500 $(STREETS_OPT) --balance-backgrounds
-	$(PY) -m train.train --run runs/v3 --export models/anprd-v9
+	$(PY) -m train.train --run runs/v10 --init-from runs/v3 --steps 1500 --lr 1e-3 --seed 4 \
+		--val-every 500 $(STREETS_OPT) --balance-backgrounds --styled 0.6
+	$(PY) -m train.train --run runs/v10 --export models/anprd-v10
 	$(PY) -m train.train_reader --run runs/r9 --steps 12000 --seed 31 --val-every 1000 $(STREETS_OPT)
-	$(PY) -m train.train_reader --run runs/r9 --export models/anprd-v9
+	$(PY) -m train.train_reader --run runs/r13 --init-from runs/r9 --steps 3000 --lr 1e-3 --seed 41 \
+		--val-every 500 $(STREETS_OPT) --styled 0.6
+	$(PY) -m train.train_reader --run runs/r13 --export models/anprd-v10
+	$(PY) -m train.gen --scenes --on-cars --unseen-fonts --styled 0.6 --difficulty 1.0 --count 200 \
+		--out data/synth-cars-unseen --seed 242424 $(STREETS_OPT)
+	$(PY) -m train.calibrate --model models/anprd-v10 data/synth-cars-unseen
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup streets-check

@@ -204,6 +204,12 @@ class Calibration:
         return 1.0 / (1.0 + math.exp(-(self.a * math.log(p / (1 - p)) + self.b)))
 
 
+def _best_path_log_probability(reads: np.ndarray) -> float:
+    """How sure K reads (K, T, C) of one plate are: the mean log probability of their best paths.
+    Compares a plate read as it is with the same plate inverted."""
+    return float(np.log(np.clip(reads.max(axis=-1), 1e-12, 1.0)).sum(axis=-1).mean())
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """Per-column CTC posteriors from the networks' logits, float32."""
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -648,6 +654,12 @@ class PlateDetector:
             crops_read = self._reader_reads(views, gray)  # (readers, views, T, C)
             per_plate = crops_read.reshape(len(self.readers), len(kept), len(factors), *crops_read.shape[2:])
             reads = {i: per_plate[:, n].reshape(-1, *crops_read.shape[2:]) for n, i in enumerate(kept)}
+            if self.config.read_inverted:  # light text on a dark plate reads as a plate once inverted
+                inverted = self._reader_reads(views, gray, invert=True).reshape(per_plate.shape)
+                for n, i in enumerate(kept):
+                    other = inverted[:, n].reshape(-1, *crops_read.shape[2:])
+                    if _best_path_log_probability(other) > _best_path_log_probability(reads[i]):
+                        reads[i] = other
         else:  # the window network's read, and its second pass on the refined box at each scale
             reads = {i: first_reads[i][None] for i in kept}
             if kept and scales:
@@ -688,9 +700,13 @@ class PlateDetector:
             refined.append(Box(left + fx0 / sx, top + fy0 / sy, (fx1 - fx0) / sx, (fy1 - fy0) / sy))
         return presence, refined, probs
 
-    def _reader_reads(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray) -> np.ndarray:
-        """Each plate reader on `reader_crop`s of `boxes`: (readers, N, T, C) float32 CTC posteriors."""
+    def _reader_reads(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray,
+                      invert: bool = False) -> np.ndarray:
+        """Each plate reader on `reader_crop`s of `boxes` (inverted: 255 - crop): (readers, N, T, C)
+        float32 CTC posteriors."""
         batch = np.stack([reader_crop(gray, b)[0] for b in boxes])[..., None].astype(np.float32)
+        if invert:
+            batch = 255.0 - batch
         with self._tf.device(self.device):
             return np.stack([_softmax(reader(batch).numpy()) for reader in self.readers])
 

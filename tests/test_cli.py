@@ -155,7 +155,7 @@ def test_eval_refuses_a_box_that_is_not_a_number(tmp_path):
     assert_one_line_error(anprd("eval", str(tmp_path)), "labels.tsv:1", "finite")
 
 
-SHIPPED_MODEL = REPO / "models" / "anprd-v9"
+SHIPPED_MODEL = REPO / "models" / "anprd-v10"
 
 
 def _shipped_meta(**changes) -> bytes:

@@ -12,7 +12,7 @@ from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, BLANK
 from anprd.ctc_fusion import fuse_detections
-from anprd.detector import PlateDetector
+from anprd.detector import Calibration, PlateDetector
 from anprd.formats import CountryPrior
 from anprd.types import Box, Detection
 
@@ -95,10 +95,12 @@ def test_a_pattern_reading_never_deletes_the_plate(detector):
     from anprd.ctc import parse_pattern
 
     detector.patterns = [parse_pattern("uk", "@@##@@@")]
+    calibration, detector.calibration = detector.calibration, Calibration()  # raw probabilities
     try:
         text, confidence, _, pattern, free = detector._decode(reads)
     finally:
         detector.patterns, detector.config = [], DetectorConfig(prefilter="none")
+        detector.calibration = calibration
     assert (text, pattern) == ("LS15EBC", "uk")
     assert confidence < config.min_confidence < free  # the floor is applied to the free reading
 
@@ -123,3 +125,55 @@ def test_countries_in_the_config_are_checked(tmp_path):
     path.write_text("cameras: [{id: a, url: 0}]\ndetector: {countries: [xx]}\n")
     with pytest.raises(ConfigError, match=r"detector\.countries.*'xx' is not a country"):
         load_config(path)
+
+
+def test_a_calibration_maps_probabilities_monotonically_and_is_checked(tmp_path):
+    from anprd.detector import ModelError
+
+    platt = Calibration(1.2, 1.5)
+    values = [platt(p) for p in (0.01, 0.2, 0.5, 0.9, 0.999)]
+    assert values == sorted(values) and all(0 < v < 1 for v in values)
+    assert platt(0.5) == pytest.approx(1 / (1 + np.exp(-1.5)))
+    assert Calibration()(0.37) == 0.37
+    for record in ({"a": "x", "b": 0}, {"a": -1, "b": 0}, {"b": 1}):
+        with pytest.raises(ModelError, match="calibration"):
+            Calibration.from_meta(record, tmp_path / "model.json")
+
+
+def _dark_plates(count: int) -> list[tuple[np.ndarray, tuple[float, float, float, float], str]]:
+    """Black plates with light text (French collection plates) pasted on a mid-grey road."""
+    from train.fonts import plate_fonts_by_family
+    from train.plates import StyledSpec, render_styled_plate, style_by_key
+
+    style = style_by_key("fr-collection")
+    fonts = plate_fonts_by_family()["fr"]
+    rng = np.random.default_rng(11)
+    out = []
+    for k in range(count):
+        layout = style.formats[k % len(style.formats)]
+        pools = {"@": style.letters, "#": "0123456789"}
+        groups = tuple("".join(pools[c][rng.integers(len(pools[c]))] if c in pools else c for c in g)
+                       for g in layout.groups)
+        spec = StyledSpec(style.key, groups, layout.separators)
+        canvas, _, _ = render_styled_plate(spec, str(fonts[k % len(fonts)]), 36, rng, difficulty=0.0)
+        image = np.full((160, 320), 120.0, np.float32)
+        y, x = 60, 40
+        image[y: y + canvas.shape[0], x: x + canvas.shape[1]] = canvas
+        out.append((image.astype(np.uint8), (x, y, x + canvas.shape[1], y + canvas.shape[0]), spec.text))
+    return out
+
+
+def test_light_text_on_a_dark_plate_is_read_inverted(detector):
+    plates = _dark_plates(8)
+
+    def read_right(config: DetectorConfig) -> int:
+        detector.config = config
+        try:
+            return sum(any(d.text == text for d in detector.read([box], image))
+                       for image, box, text in plates)
+        finally:
+            detector.config = DetectorConfig(prefilter="none")
+
+    inverted = read_right(DetectorConfig(prefilter="none", verify_threshold=0.0))
+    as_seen = read_right(DetectorConfig(prefilter="none", verify_threshold=0.0, read_inverted=False))
+    assert inverted >= 6 and as_seen <= inverted - 3, (inverted, as_seen)

@@ -113,14 +113,15 @@ def test_detections_carry_candidates_and_posteriors(detector):
     assert det.candidates and det.candidates[0].text == det.text
     assert all(a.confidence >= b.confidence for a, b in zip(det.candidates, det.candidates[1:], strict=False))
     # Each plate reader reads the refined box once per read scale; a text's probability is the
-    # geometric mean of its CTC probabilities under those reads, and candidates rank by it.
+    # geometric mean of its CTC probabilities under those reads, mapped by the model's confidence
+    # calibration (monotone), and candidates rank by it.
     assert detector.readers
     reads = len(detector.config.read_scales) * len(detector.readers)
     assert reads > 1 and det.char_probs.shape == (reads, 32, 37)
     np.testing.assert_allclose(det.char_probs.sum(axis=-1), 1.0, rtol=1e-4)
     log_likelihoods = ctc_log_likelihoods([c.text for c in det.candidates], det.char_probs)
-    np.testing.assert_allclose([c.confidence for c in det.candidates], np.exp(log_likelihoods.mean(axis=0)),
-                               rtol=1e-3, atol=1e-6)
+    calibrated = [detector.calibration(p) for p in np.exp(log_likelihoods.mean(axis=0))]
+    np.testing.assert_allclose([c.confidence for c in det.candidates], calibrated, rtol=1e-3, atol=1e-6)
 
     single_pass = detector.config.model_copy(update={"read_scales": []})
     detector.config, config = single_pass, detector.config

@@ -46,7 +46,7 @@ def test_twin_cells_are_the_windows_on_an_8_pixel_grid():
     import cv2
     from generated_scenes import generated_scenes
 
-    model_dir = Path(__file__).resolve().parents[1] / "models" / "anprd-v9"
+    model_dir = Path(__file__).resolve().parents[1] / "models" / "anprd-v10"
     meta = json.loads((model_dir / "model.json").read_text())
     trained = PlateNet(NetConfig.from_json(meta["net"]))
     trained.window_model.load_weights(model_dir / "weights.weights.h5")

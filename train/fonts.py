@@ -14,7 +14,8 @@ from pathlib import Path
 
 from anprd.errors import AnprdError
 
-__all__ = ["FONT_FILES", "FontMissingError", "available_fonts", "plate_font_dir", "plate_fonts_by_family"]
+__all__ = ["FONT_FILES", "FontMissingError", "available_fonts", "plate_font_dir", "plate_fonts_by_family",
+           "unseen_fonts"]
 
 FONT_ROOT = Path("/usr/share/fonts")
 
@@ -37,6 +38,28 @@ FONT_FILES: tuple[tuple[str, str], ...] = (
     ("truetype/jetbrains-mono/JetBrainsMono-Bold.ttf", "fonts-jetbrains-mono"),
     ("truetype/roboto/unhinted/RobotoCondensed-Regular.ttf", "fonts-roboto-unhinted"),
 )
+
+
+# Installed by the same packages but never used in training: plates drawn in these are lettering the
+# reader has not seen, as every real plate font is (the confidence calibration is fitted on them)
+UNSEEN_FONT_FILES: tuple[str, ...] = (
+    "opentype/urw-base35/NimbusSans-Bold.otf",
+    "truetype/liberation/LiberationSans-Bold.ttf",
+    "truetype/open-sans/OpenSans-Bold.ttf",
+    "truetype/roboto/unhinted/RobotoTTF/Roboto-Bold.ttf",
+    "truetype/dejavu/DejaVuSans-Bold.ttf",
+    "truetype/croscore/Cousine-Bold.ttf",
+    "opentype/league-spartan/LeagueSpartan-SemiBold.otf",
+    "truetype/clear-sans/ClearSans-Medium.ttf",
+)
+
+
+def unseen_fonts() -> list[Path]:
+    """The installed `UNSEEN_FONT_FILES`; raises if none is there."""
+    found = [FONT_ROOT / rel for rel in UNSEEN_FONT_FILES if (FONT_ROOT / rel).is_file()]
+    if not found:
+        raise FontMissingError(f"none of the held-out fonts is under {FONT_ROOT}; run `make setup`")
+    return found
 
 
 class FontMissingError(AnprdError):

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from anprd.ctc import ALPHABET
-from train.fonts import available_fonts, plate_fonts_by_family
+from train.fonts import available_fonts, plate_fonts_by_family, unseen_fonts
 from train.plates import StyledSpec, only_countries, random_styled_plate, render_styled_plate, style_by_key
 
 __all__ = [
@@ -127,20 +127,24 @@ def plate_aspect(spec: PlateSpec | StyledSpec) -> float:
     return style.aspect
 
 
-def random_plate_and_font(rng: np.random.Generator, fonts: list[Path], styled: float = 0.0
+def random_plate_and_font(rng: np.random.Generator, fonts: list[Path], styled: float = 0.0,
+                          label_as_drawn: bool = True, plate_fonts: dict[str, list[Path]] | None = None
                           ) -> tuple[PlateSpec | StyledSpec, str]:
-    """A plate text and the font to draw it in, labelled as the font draws it (`spec_for_font`).
+    """A plate text and the font to draw it in, labelled as the font draws it (`spec_for_font`) for
+    training; with `label_as_drawn` False the label is the registration itself (test scenes: a UK
+    plate's O is an O, though its font draws it as the 0, and only a country's format can tell).
 
     `styled` of them are national styles from the library (`train.plates`), drawn mostly in the plate
     lettering of their country (`train.plate_fonts`); the rest are the three generic families in
     `fonts`. With styled = 0 no extra random number is drawn, so sets made before styles keep
-    their plates."""
+    their plates. `plate_fonts` replaces the procedural plate fonts by family ({}: `fonts` only)."""
     if styled > 0 and rng.random() < styled:
-        spec, font = random_styled_plate(rng, plate_fonts_by_family(), fonts)
+        spec, font = random_styled_plate(rng, plate_fonts_by_family() if plate_fonts is None else plate_fonts,
+                                         fonts)
     else:
         spec = random_plate_spec(rng)
         font = str(fonts[rng.integers(len(fonts))])
-    return spec_for_font(spec, font), font
+    return (spec_for_font(spec, font) if label_as_drawn else spec), font
 
 
 # pattern groups per family; separators are drawn per plate
@@ -906,13 +910,13 @@ class ReadSample:
 
 def sample_read_crop(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
                      difficulty: float = 1.0, plate_width: tuple[float, float] = (36, 300),
-                     styled: float = 0.0) -> ReadSample:
+                     styled: float = 0.0, plate_fonts: dict[str, list[Path]] | None = None) -> ReadSample:
     """A plate as the detector hands it to the reader: posed and composited at its size in a camera
     image (`plate_width` pixels wide), degraded there, then cut by `anprd.detector.reader_crop` around
     a box with the detector's errors (edges off by a few percent, the box scaled as `read_scales` do)."""
     from anprd.detector import reader_crop
 
-    spec, font = random_plate_and_font(rng, fonts, styled)
+    spec, font = random_plate_and_font(rng, fonts, styled, plate_fonts=plate_fonts)
     night = rng.random() < 0.15 * difficulty
     infrared = night and rng.random() < 0.5
     target_w = math.exp(rng.uniform(math.log(plate_width[0]), math.log(plate_width[1])))
@@ -995,7 +999,8 @@ def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list
 
 
 def sample_car_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
-                     styled: float = 1.0, difficulty: float = 0.5, min_width: int = 50
+                     styled: float = 1.0, difficulty: float = 0.5, min_width: int = 50,
+                     plate_fonts: dict[str, list[Path]] | None = None
                      ) -> tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]] | None:
     """A road frame whose boxed plates (boxes.tsv) are each covered by a synthetic plate on the same
     car: the plate sits where plates sit, among lamps, grilles, badges and other cars. Returns
@@ -1014,7 +1019,7 @@ def sample_car_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: 
     h, w = scene.shape
     plates: list[tuple[tuple[int, int, int, int], str]] = []
     for bx, by, bw, bh in boxes:
-        spec, font = random_plate_and_font(rng, fonts, styled)
+        spec, font = random_plate_and_font(rng, fonts, styled, label_as_drawn=False, plate_fonts=plate_fonts)
         aspect = plate_aspect(spec)
         target_w = max(bw * rng.uniform(1.12, 1.3), bh * 1.25 * aspect)  # covers the real plate
         canvas, corners = render_plate(spec, font, int(np.clip(target_w / aspect * 1.3, 10, 160)), rng,
@@ -1066,6 +1071,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --scenes: road frames whose boxed plates are covered by synthetic ones "
                              "(needs a --backgrounds folder with boxes.tsv)")
     parser.add_argument("--countries", help="with --styled: only these countries' styles, e.g. fr,gb")
+    parser.add_argument("--unseen-fonts", action="store_true",
+                        help="with --on-cars: draw every plate in installed fonts that training never uses "
+                             "(train.fonts.UNSEEN_FONTS): lettering new to the reader, as real plates are")
     parser.add_argument("--scenes", action="store_true",
                         help="write whole scenes and a labels.tsv in the format `anprd eval` reads")
     args = parser.parse_args(argv)
@@ -1090,6 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"train.gen: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    unseen = unseen_fonts() if args.unseen_fonts else None
     with labels as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         if args.scenes:
@@ -1098,7 +1107,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.on_cars:
                     drawn = None
                     while drawn is None:
-                        drawn = sample_car_scene(rng, backgrounds, fonts, args.styled, args.difficulty)
+                        drawn = sample_car_scene(rng, backgrounds, unseen or fonts, args.styled,
+                                                 args.difficulty, plate_fonts={} if unseen else None)
                     image, plates = drawn
                 else:
                     image, plates = sample_scene(rng, backgrounds, fonts, difficulty=args.difficulty,

@@ -61,27 +61,30 @@ class StyledSpec:
         return "".join(self.groups)
 
 
-_ONLY: set[str] = set()  # countries to draw (empty: all), set by `only_countries`
+_ONLY: set[str] = set()  # countries or style keys to draw (empty: all), set by `only_countries`
 
 
-def only_countries(codes: list[str]) -> None:
-    """Draw styled plates of these countries only (per-country test sets); [] for all again."""
-    known = set(load_countries())
-    unknown = [c for c in codes if c not in known]
+def only_countries(selectors: list[str]) -> None:
+    """Draw styled plates of these countries (`fr`) or styles (`fr-collection`) only, for test sets
+    and probes; [] for all again."""
+    known = set(load_countries()) | {s.key for c in load_countries().values() for s in c.styles}
+    unknown = [c for c in selectors if c not in known]
     if unknown:
-        raise ValueError(f"{unknown[0]!r} has no style file (known: {', '.join(sorted(known))})")
+        raise ValueError(f"{unknown[0]!r} is no country or style (countries: "
+                         f"{', '.join(sorted(load_countries()))}; styles: COUNTRY-NAME)")
     _ONLY.clear()
-    _ONLY.update(codes)
+    _ONLY.update(selectors)
     _style_weights.cache_clear()
 
 
 def all_styles() -> tuple[PlateStyle, ...]:
     return tuple(style for country in load_countries().values() for style in country.styles
-                 if not _ONLY or country.code in _ONLY)
+                 if not _ONLY or country.code in _ONLY or style.key in _ONLY)
 
 
 def style_by_key(key: str) -> PlateStyle | None:
-    return next((s for s in all_styles() if s.key == key), None)
+    """Any style of the library by key (`fr-siv`), whatever `only_countries` draws."""
+    return next((s for c in load_countries().values() for s in c.styles if s.key == key), None)
 
 
 @lru_cache(maxsize=1)

@@ -2,7 +2,7 @@
 
     python -m train.train_reader --run runs/r1 --steps 4000 --seed 11 --backgrounds ../shared/data/streets
     python -m train.train_reader --run runs/r1 --resume                 # continue a stopped run
-    python -m train.train_reader --run runs/r1 --export models/anprd-v9  # add it to a detector's folder
+    python -m train.train_reader --run runs/r1 --export models/anprd-v10  # add it to a detector's folder
 
 The detector's window network reads text too, but in its 64x128 window a plate fills ~70% of the
 width, so an 8-character EU plate's letters are ~14 px tall and ~8 px wide. The reader sees the plate

@@ -13,7 +13,7 @@ __all__ = ["DetectorConfig"]
 
 
 class DetectorConfig(AnprdBaseModel):
-    model: str = Field("models/anprd-v9", description="Model folder (model.json + weights); relative "
+    model: str = Field("models/anprd-v10", description="Model folder (model.json + weights); relative "
                        "paths resolve against the config file, then the anprd install.")
     presence_threshold: float = Field(0.8, gt=0, lt=1, description="Window presence score for a hit "
                                       "(the seed used 0.99); hits only propose plates, verify_threshold "
@@ -45,6 +45,11 @@ class DetectorConfig(AnprdBaseModel):
                                               "each plate, docs/design.md) when the model folder "
                                               "has them; 'window' reads with the detector's own window "
                                               "network.")
+    read_inverted: bool = Field(True, description="Also read each plate inverted and keep the polarity "
+                                "the reader is surer of: light text on a dark plate (black French and "
+                                "UK historic plates, Brazilian hire plates, taxis) then reads like dark "
+                                "on light. Doubles the plate reader's work (a few ms per plate); "
+                                "docs/accuracy.md.")
     top_n: int = Field(5, ge=1, le=20, description="Candidates reported per plate.")
     patterns: dict[str, str] = Field(default_factory=dict, description="Named plate patterns, e.g. "
                                      "{uk: '@@##@@@'} (@ letter, # digit, ? either); a reading that fits "
