@@ -648,6 +648,7 @@ class PlateDetector:
         kept = [i for i, box in enumerate(refined_boxes)
                 if presence[i] >= self.config.verify_threshold and box.w > 1 and box.h > 1]
         scales = self.config.read_scales
+        as_seen: dict[int, np.ndarray] = {}  # plates read inverted: their reads as seen
         if kept and self.readers:  # each plate reader reads the refined box at each scale
             factors = scales or [1.0]
             views = [_scaled(refined_boxes[i], f) for i in kept for f in factors]
@@ -659,7 +660,7 @@ class PlateDetector:
                 for n, i in enumerate(kept):
                     other = inverted[:, n].reshape(-1, *crops_read.shape[2:])
                     if _best_path_log_probability(other) > _best_path_log_probability(reads[i]):
-                        reads[i] = other
+                        as_seen[i], reads[i] = reads[i], other
         else:  # the window network's read, and its second pass on the refined box at each scale
             reads = {i: first_reads[i][None] for i in kept}
             if kept and scales:
@@ -671,6 +672,11 @@ class PlateDetector:
         detections = []
         for i in kept:
             reading = self._decode(reads[i])
+            if i in as_seen and (reading is None or reading[1] < self.config.inverted_min_confidence):
+                # light print on a dark ground that reads only so-so inverted is more often a
+                # dealer frame or a strip than a dark plate: keep the plate's reading as seen
+                reads[i] = as_seen[i]
+                reading = self._decode(reads[i])
             if reading is None:
                 continue
             text, confidence, candidates, pattern, free_confidence = reading

@@ -177,3 +177,6 @@ def test_light_text_on_a_dark_plate_is_read_inverted(detector):
     inverted = read_right(DetectorConfig(prefilter="none", verify_threshold=0.0))
     as_seen = read_right(DetectorConfig(prefilter="none", verify_threshold=0.0, read_inverted=False))
     assert inverted >= 6 and as_seen <= inverted - 3, (inverted, as_seen)
+    # an inverted reading under the floor gives way to the reading as seen
+    floored = read_right(DetectorConfig(prefilter="none", verify_threshold=0.0, inverted_min_confidence=1.0))
+    assert floored == as_seen

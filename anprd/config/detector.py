@@ -50,6 +50,11 @@ class DetectorConfig(AnprdBaseModel):
                                 "UK historic plates, Brazilian hire plates, taxis) then reads like dark "
                                 "on light. Doubles the plate reader's work (a few ms per plate); "
                                 "docs/accuracy.md.")
+    inverted_min_confidence: float = Field(0.9, ge=0, le=1, description="An inverted reading is kept "
+                                           "only at this confidence or above, else the plate's reading "
+                                           "as seen is: dealer frames and city strips print light text "
+                                           "on dark too, and read so-so inverted (chosen on synthetic "
+                                           "validation scenes, docs/accuracy.md).")
     top_n: int = Field(5, ge=1, le=20, description="Candidates reported per plate.")
     patterns: dict[str, str] = Field(default_factory=dict, description="Named plate patterns, e.g. "
                                      "{uk: '@@##@@@'} (@ letter, # digit, ? either); a reading that fits "
