@@ -957,6 +957,18 @@ def sample_read_crop(rng: np.random.Generator, backgrounds: Backgrounds, fonts: 
 # --------------------------------------------------------------------------------------------------
 # Whole scenes, for `anprd eval` on synthetic data
 # --------------------------------------------------------------------------------------------------
+def _composite(scene: np.ndarray, canvas: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """`scene` with the plate `canvas` warped onto the quadrilateral `corners` (its 4 corners in
+    scene pixels, clockwise from top left)."""
+    h, w = scene.shape
+    src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]], [0, canvas.shape[0]]],
+                   np.float32)
+    matrix = cv2.getPerspectiveTransform(src, corners.astype(np.float32))
+    warped = cv2.warpPerspective(canvas, matrix, (w, h), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (w, h), flags=cv2.INTER_LINEAR)
+    return scene * (1 - alpha) + warped * alpha
+
+
 def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
                  size: tuple[int, int] = (960, 540), max_plates: int = 3,
                  plate_width: tuple[float, float] = (70, 260),
@@ -985,12 +997,7 @@ def sample_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list
         else:
             continue
         offset = np.array([tx, ty]) - plate_pts.min(axis=0) * scale
-        src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
-                        [0, canvas.shape[0]]], np.float32)
-        matrix = cv2.getPerspectiveTransform(src, (canvas_pts * scale + offset).astype(np.float32))
-        warped = cv2.warpPerspective(canvas, matrix, (w, h), flags=cv2.INTER_LINEAR)
-        alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (w, h), flags=cv2.INTER_LINEAR)
-        scene = scene * (1 - alpha) + warped * alpha
+        scene = _composite(scene, canvas, canvas_pts * scale + offset)
         plates.append((box, spec.text))
     noisy = np.clip(scene + rng.normal(0, 2 + 4 * difficulty, scene.shape), 0, 255).astype(np.uint8)
     if difficulty > 0 and rng.random() < 0.5:
@@ -1028,12 +1035,7 @@ def sample_car_scene(rng: np.random.Generator, backgrounds: Backgrounds, fonts: 
         scale = target_w / np.ptp(plate_pts[:, 0])
         centre = (plate_pts.max(axis=0) + plate_pts.min(axis=0)) / 2 * scale
         offset = np.array([bx + bw / 2, by + bh / 2]) - centre
-        src = np.array([[0, 0], [canvas.shape[1], 0], [canvas.shape[1], canvas.shape[0]],
-                        [0, canvas.shape[0]]], np.float32)
-        matrix = cv2.getPerspectiveTransform(src, (canvas_pts * scale + offset).astype(np.float32))
-        warped = cv2.warpPerspective(canvas, matrix, (w, h), flags=cv2.INTER_LINEAR)
-        alpha = cv2.warpPerspective(np.ones_like(canvas), matrix, (w, h), flags=cv2.INTER_LINEAR)
-        scene = scene * (1 - alpha) + warped * alpha
+        scene = _composite(scene, canvas, canvas_pts * scale + offset)
         x0, y0 = plate_pts.min(axis=0) * scale + offset
         x1, y1 = plate_pts.max(axis=0) * scale + offset
         if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
