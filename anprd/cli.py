@@ -177,6 +177,14 @@ def cmd_train(train_args: list[str]) -> int:
     return train_main(train_args)
 
 
+def cmd_finetune(finetune_args: list[str]) -> int:
+    """`anprd finetune DIR --out MODEL_DIR ...`: fine-tune the plate reader on labelled photos
+    (`train.finetune`, imported only for this command)."""
+    from train.finetune import main as finetune_main
+
+    return finetune_main(finetune_args, prog="anprd finetune", load_tensorflow=_quiet_tensorflow)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -264,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "`reader` first the plate reader (python -m train.train_reader)",
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)  # listed for --help; `main` runs it unparsed
+
+    p = sub.add_parser("finetune", add_help=False,
+                       help="fine-tune the plate reader on your labelled photos: DIR --out MODEL_DIR "
+                            "[--model M] [--steps N] [--holdout 0.2] [--seed S] (anprd finetune --help)")
+    p.add_argument("finetune_args", nargs=argparse.REMAINDER)  # parsed by train.finetune
     return parser
 
 
@@ -271,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # every option after it is the trainer's (argparse would claim --run)
         command, run = "train", lambda: cmd_train(argv[1:])
+    elif argv[:1] == ["finetune"]:  # its options are train.finetune's, parsed there
+        command, run = "finetune", lambda: cmd_finetune(argv[1:])
     else:
         args = build_parser().parse_args(argv)
         command, run = args.command, lambda: args.func(args)

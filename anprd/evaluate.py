@@ -47,8 +47,8 @@ from anprd.imageio import read_image
 from anprd.types import Box, Detection
 
 __all__ = ["CalibrationBin", "EvalError", "EvalReport", "LabelledImage", "calibration_bins",
-           "confusion_pairs", "evaluate", "expected_calibration_error", "misread_kind", "read_labels",
-           "score_image", "substitutions"]
+           "confusion_pairs", "evaluate", "evaluate_images", "expected_calibration_error", "misread_kind",
+           "read_labels", "score_image", "substitutions"]
 
 IOU_MATCH = 0.3
 IOU_LOW = 0.05  # a false-positive box overlapping a missed plate at least this much landed off it
@@ -366,7 +366,14 @@ class EvalReport:
 def evaluate(folder: Path, detect: Callable[[np.ndarray], list[Detection]],
              progress: Callable[[int, int], None] | None = None) -> EvalReport:
     """Run `detect` on every labelled image of `folder` and score it."""
-    images = read_labels(folder)
+    return evaluate_images(read_labels(folder), detect, progress)
+
+
+def evaluate_images(images: list[LabelledImage], detect: Callable[[np.ndarray], list[Detection]],
+                    progress: Callable[[int, int], None] | None = None) -> EvalReport:
+    """`evaluate` on some labelled images (`read_labels`' entries), such as a held-out part of a folder."""
+    if not images:
+        raise EvalError("no labelled images to evaluate")
     scores: list[ImageScore] = []
     elapsed = 0.0
     for i, item in enumerate(images):
