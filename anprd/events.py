@@ -4,7 +4,11 @@ One vehicle passage gives one final event, when its track ends or reaches the tr
 ``max_age_s``. With provisional events on, an earlier event (``provisional: true``) is sent first
 and the final event names it in ``supersedes``. Event ids are UUID4 strings; ``sequence`` is a
 per-daemon counter (`EventSequencer`, owned by the pipeline and shared by its cameras) so
-consumers can see gaps. The wire format is described by ``schema/plate_event.schema.json``.
+consumers can see gaps. The publisher adds ``stream``, the identity of the numbering: a sequence
+continues across restarts within one stream (kept in the spool, see `anprd.publisher`), so a new
+stream tells a consumer that numbering began again, and a gap within a stream that it missed
+events. The wire format is described by ``schema/plate_event.schema.json``; version 1.0 (no
+``stream``) is still decoded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from anprd.tracker import TrackerUpdate, TrackReport
 from anprd.types import Box, Candidate, PlateEvent
 
 __all__ = [
+    "READABLE_SCHEMA_VERSIONS",
     "SCHEMA_VERSION",
     "EventEmitter",
     "EventSequencer",
@@ -32,7 +37,9 @@ __all__ = [
     "provisional_event",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+#: Versions `event_from_json` reads: 1.1 added the optional ``stream``.
+READABLE_SCHEMA_VERSIONS = frozenset({"1.0", SCHEMA_VERSION})
 
 
 class EventSequencer:
@@ -56,6 +63,12 @@ class EventSequencer:
         """The last number handed out (start - 1 before any)."""
         with self._lock:
             return self._next - 1
+
+    def advance_to(self, start: int) -> None:
+        """Make the next number at least `start` (never lower it): after a restart the numbering
+        goes on from the spool's last event, so the publisher's next number is passed here."""
+        with self._lock:
+            self._next = max(self._next, start)
 
 
 def _event(
@@ -161,11 +174,24 @@ def _box_json(box: Box) -> dict[str, int]:
     return {"x": x, "y": y, "w": w, "h": h}
 
 
-def event_to_json(event: PlateEvent) -> dict[str, Any]:
-    """The wire format of `event` (a JSON-ready dict, see schema/plate_event.schema.json)."""
+def event_to_json(event: PlateEvent, stream: str | None = None) -> dict[str, Any]:
+    """The wire format of `event` (a JSON-ready dict, see schema/plate_event.schema.json).
+
+    Parameters
+    ----------
+    event
+        The event.
+    stream
+        Identity of the numbering `event.sequence` belongs to (the publisher's); None leaves the
+        field out (an event that is not part of a published stream, e.g. ``anprd replay``).
+    """
     payload: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "event_id": event.event_id,
+    }
+    if stream is not None:
+        payload["stream"] = stream
+    payload |= {
         "sequence": event.sequence,
         "camera_id": event.camera_id,
         "plate": event.plate,
@@ -194,7 +220,8 @@ def _probability(value: float) -> float:
 
 
 def event_from_json(payload: Mapping[str, Any]) -> PlateEvent:
-    """Parse the wire format back into a `PlateEvent` (timestamps to millisecond precision).
+    """Parse the wire format (1.0 or 1.1) back into a `PlateEvent` (timestamps to millisecond
+    precision). ``stream`` is not part of a `PlateEvent`: read it from the payload.
 
     Raises
     ------
@@ -203,7 +230,7 @@ def event_from_json(payload: Mapping[str, Any]) -> PlateEvent:
     """
     try:
         version = payload["schema_version"]
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise ValueError(f"unsupported schema_version {version!r}")
         box = payload["box"]
         crop = payload.get("crop_jpeg")

@@ -60,6 +60,10 @@ DEFAULT_VIDEO_FPS = 25.0  # for a video that reports no usable frame rate
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # How often a blocked producer re-checks the stop event (a shared event may be set by anyone).
 _STOP_POLL_S = 0.1
+# A network read that took this share of read_timeout_s or more ended by OpenCV's timeout.
+_TIMED_OUT_FRACTION = 0.9
+# While a camera stays down, one log line per this many seconds (attempts come every 0.25 s).
+_RETRY_LOG_INTERVAL_S = 60.0
 
 
 class SourceError(AnprdError):
@@ -221,7 +225,14 @@ class _CaptureReader:
     def read(self) -> np.ndarray | None:
         if self._capture is None:
             return None
+        started = time.monotonic()
         ok, image = self._capture.read()
+        # When OpenCV's read timeout fires on a hung stream, read() still succeeds, with a stale
+        # frame left in FFmpeg's buffers (twice on the test server, 3 s each), so the loss would
+        # show only after three timeouts. A read that took (nearly) the whole timeout is the loss.
+        took = time.monotonic() - started
+        if self._kind.is_network and took >= _TIMED_OUT_FRACTION * self._camera.read_timeout_s:
+            return None
         return image if ok and image is not None else None
 
     def rewind(self) -> None:
@@ -416,7 +427,8 @@ class FrameSource:
             state, since = self._state, self._state_since
         if state not in (SourceState.CONNECTING, SourceState.RECONNECTING):
             return False
-        limit = self.camera.open_timeout_s + self.camera.reconnect_backoff_max_s + 1.0
+        longest_wait = max(self.camera.reconnect_backoff_max_s, self.camera.reconnect_interval_s)
+        limit = self.camera.open_timeout_s + longest_wait + 1.0
         return (time.monotonic() if now is None else now) - since <= limit
 
     @property
@@ -529,8 +541,11 @@ class FrameSource:
 
     def _run_live(self) -> None:
         camera = self.camera
-        backoff = camera.reconnect_backoff_min_s
         retrying = False
+        down_since = time.monotonic()  # when the current outage (or the first connect) began
+        backoff = camera.reconnect_backoff_min_s
+        attempts = 0  # failed opens in this outage
+        last_logged = -float("inf")
         while not self._stop_event.is_set():
             if retrying:
                 with self._lock:
@@ -541,41 +556,45 @@ class FrameSource:
             retrying = True
             try:
                 reader = _open_reader(camera, self.kind)
-            except SourceError as exc:
-                logger.warning(
-                    "camera %s: %s; retrying in %.1f s", camera.id, exc, backoff
-                )
-            except Exception:  # OpenCV or FFmpeg raising: a live camera retries, it never gives up
-                logger.exception("camera %s: opening raised; retrying in %.1f s", camera.id, backoff)
+            except Exception as exc:  # a live camera retries whatever OpenCV or FFmpeg raise
+                attempts += 1
+                now = time.monotonic()
+                if now - last_logged >= _RETRY_LOG_INTERVAL_S:  # not a line per attempt
+                    last_logged = now
+                    reason = str(exc) if isinstance(exc, SourceError) else f"opening raised {exc!r}"
+                    logger.warning("camera %s: %s; retrying (down %.0f s, %d attempts)",
+                                   camera.id, reason, now - down_since, attempts)
             else:
                 try:
-                    frames = self._stream_live(reader)
+                    frames = self._stream_live(reader, down_since)
                 except Exception:
-                    logger.exception("camera %s: reading raised; reconnecting in %.1f s", camera.id, backoff)
+                    logger.exception("camera %s: reading raised; reconnecting", camera.id)
                     frames = None
                 finally:
                     reader.close()
                 if self._stop_event.is_set():
                     return
                 if frames:
-                    # It worked for a while: start the backoff over.
-                    backoff = camera.reconnect_backoff_min_s
+                    # It worked for a while: a new outage starts now, with fast retries again.
+                    down_since, backoff, attempts = time.monotonic(), camera.reconnect_backoff_min_s, 0
+                    last_logged = -float("inf")
                 if frames is not None:
                     logger.warning(
-                        "camera %s: no frame from %s within %.1f s after %d frames; "
-                        "reconnecting in %.1f s",
-                        camera.id,
-                        mask_url(camera.url),
-                        camera.read_timeout_s,
-                        frames,
-                        backoff,
+                        "camera %s: no frame from %s within %.1f s after %d frames; reconnecting",
+                        camera.id, mask_url(camera.url), camera.read_timeout_s, frames,
                     )
-                self._set_state(SourceState.RECONNECTING)  # down from now, not after the back-off
-            if self._stop_event.wait(backoff):
+                self._set_state(SourceState.RECONNECTING)  # down from now, not after the wait
+            # Fixed, short waits early in an outage: a restarting camera is back within seconds
+            # and refuses connections meanwhile, which costs about a millisecond a try (an
+            # unreachable host makes each try last open_timeout_s anyway). Back-off after that.
+            if time.monotonic() - down_since < camera.reconnect_fast_for_s:
+                wait = camera.reconnect_interval_s
+            else:
+                wait, backoff = backoff, min(backoff * 2, camera.reconnect_backoff_max_s)
+            if self._stop_event.wait(wait):
                 return
-            backoff = min(backoff * 2, camera.reconnect_backoff_max_s)
 
-    def _stream_live(self, reader: _Reader) -> int:
+    def _stream_live(self, reader: _Reader, down_since: float) -> int:
         """Read until the stream fails or stop; returns the number of frames read."""
         min_interval = 1.0 / self.camera.max_fps if self.camera.max_fps else 0.0
         last_passed = -float("inf")
@@ -587,6 +606,9 @@ class FrameSource:
             now = time.time()
             if frames == 0:
                 self._set_state(SourceState.STREAMING)
+                logger.info("camera %s: first frame %.2f s after the stream was lost or first opened",
+                            self.camera.id, time.monotonic() - down_since,
+                            extra={"down_s": round(time.monotonic() - down_since, 3)})
             frames += 1
             with self._lock:
                 sequence = self._count_frame()

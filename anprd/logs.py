@@ -14,7 +14,9 @@ in every message, field and traceback. Plate numbers are personal data: log them
 :func:`redact_plate`, which hides them unless ``logging.log_plates`` is set.
 
 C libraries (TensorFlow at load, libjpeg and libpng while decoding) write to the process's stderr
-directly, past logging: :func:`stderr_set_aside` keeps them off the terminal for a block.
+directly, past logging: :func:`stderr_set_aside` keeps them off the terminal for a block, and
+:class:`NativeStderr` turns each line they write into a log record (the daemon runs under it, so
+FFmpeg's reason a camera failed to open reaches the log in its format).
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import re
 import secrets
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal, TextIO
 
 __all__ = [
     "JsonFormatter",
+    "NativeStderr",
     "SecretMaskFilter",
     "TextFormatter",
     "mask_secrets",
@@ -282,3 +287,101 @@ def stderr_set_aside() -> Iterator[bytearray]:
             os.close(saved)
             captured.seek(0)
             said.extend(captured.read())
+
+
+# What C libraries write on fd 2, by source. Measured with opencv-contrib-python-headless 5.0.0.93:
+# FFmpeg's own messages ("[tcp @ 0x5616...] Connection to tcp://...: Connection refused") come from
+# FFmpeg's default av_log callback, OpenCV's ("[ WARN:0@1.440] global cap.cpp:212 open ...") from
+# its logger; both write to fd 2. OPENCV_FFMPEG_LOGLEVEL would route FFmpeg's through OpenCV's
+# callback to stdout (printf), and cv2.utils.logging offers no Python callback.
+_FFMPEG_LINE = re.compile(r"^\[(?P<component>[\w-]+) @ 0x[0-9a-fA-F]+\]\s*")
+_OPENCV_LINE = re.compile(r"^\[\s*(?P<level>DEBUG|INFO|WARN|ERROR|FATAL)[^\]]*\]\s*(?:global\s+)?")
+_OPENCV_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
+                  "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
+_REPEAT_WINDOW_S = 60.0  # one record per kind of line per minute: a camera retrying twice a second
+
+
+class NativeStderr:
+    """Route what C libraries write to the process's stderr (file descriptor 2) into logging.
+
+    :meth:`start` points fd 2 at a pipe read by a thread, which logs each line as a record of
+    ``anprd.ffmpeg`` (FFmpeg, ``[component @ 0x...]`` lines), ``anprd.opencv`` (OpenCV's own
+    ``[ WARN:...]`` lines, at their level) or ``anprd.stderr`` (anything else), with secrets
+    masked like every record. Python's ``sys.stderr`` and the log handler move to a duplicate of
+    the old fd 2, so records and tracebacks still reach the real stderr. The same line (digits
+    aside) is logged once a minute at most, with how often it came meanwhile in ``repeats``.
+    :meth:`stop` puts fd 2 back.
+    """
+
+    def __init__(self) -> None:
+        self._saved_fd: int | None = None
+        self._previous: TextIO | None = None
+        self._thread: threading.Thread | None = None
+        self._last_logged: dict[str, tuple[float, int]] = {}
+
+    def start(self) -> NativeStderr:
+        """Begin routing; returns self. Call once, from the main thread, before other threads
+        write to stderr."""
+        if self._saved_fd is not None:
+            raise RuntimeError("NativeStderr already started")
+        sys.stderr.flush()
+        self._saved_fd = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._previous = sys.stderr
+        sys.stderr = open(  # noqa: SIM115 - lives until stop()
+            self._saved_fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+        )
+        self._point_handlers(sys.stderr)
+        self._thread = threading.Thread(target=self._pump, args=(read_fd,), name="native-stderr",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Put fd 2 back (which ends the reader: the pipe's last writer is gone); idempotent."""
+        if self._saved_fd is None:
+            return
+        os.dup2(self._saved_fd, 2)
+        if self._thread is not None:
+            self._thread.join(timeout)  # a child process holding the pipe open would keep it
+        assert self._previous is not None
+        sys.stderr.flush()
+        sys.stderr = self._previous
+        self._point_handlers(sys.stderr)
+        os.close(self._saved_fd)
+        self._saved_fd = None
+
+    @staticmethod
+    def _point_handlers(stream: TextIO) -> None:
+        for handler in logging.getLogger().handlers:
+            if handler.get_name() == "anprd" and isinstance(handler, logging.StreamHandler):
+                handler.setStream(stream)
+
+    def _pump(self, read_fd: int) -> None:
+        with open(read_fd, "rb") as pipe:
+            for raw in pipe:
+                line = raw.decode("utf-8", errors="backslashreplace").strip()
+                if line:
+                    self._log(line)
+
+    def _log(self, line: str) -> None:
+        if match := _FFMPEG_LINE.match(line):
+            name, level = "anprd.ffmpeg", logging.WARNING  # OpenCV lets FFmpeg print errors only
+            text = f"{match.group('component')}: {line[match.end():]}"
+        elif match := _OPENCV_LINE.match(line):
+            name, level, text = "anprd.opencv", _OPENCV_LEVELS[match.group("level")], line[match.end():]
+        else:
+            name, level, text = "anprd.stderr", logging.WARNING, line
+        key = name + re.sub(r"\d+", "#", text)
+        now = time.monotonic()
+        logged_at, repeats = self._last_logged.get(key, (-float("inf"), 0))
+        if now - logged_at < _REPEAT_WINDOW_S:
+            self._last_logged[key] = (logged_at, repeats + 1)
+            return
+        if len(self._last_logged) > 1000:  # bounded: lines that differ in more than digits
+            self._last_logged.clear()
+        self._last_logged[key] = (now, 0)
+        extra = {"repeats": repeats} if repeats else None
+        logging.getLogger(name).log(level, "%s", text, extra=extra)

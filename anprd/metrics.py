@@ -10,7 +10,8 @@ tests and reloads can create several). :class:`MetricsServer` serves it:
 Series, all labelled by ``camera``: ``anprd_frames_read_total``, ``anprd_frames_dropped_total``,
 ``anprd_frames_processed_total``, ``anprd_events_published_total``, ``anprd_reconnects_total``
 (counters); ``anprd_queue_depth``, ``anprd_active_tracks``, ``anprd_camera_up`` (gauges);
-``anprd_inference_seconds`` (histogram). Unlabelled: ``anprd_ready``, ``anprd_build_info``
+``anprd_inference_seconds`` (histogram). Unlabelled: ``anprd_subscriber_overflows_total``,
+``anprd_ready``, ``anprd_build_info``
 and the standard ``process_*`` series (memory, CPU, open files: a months-long run's leaks show
 there).
 """
@@ -144,6 +145,12 @@ class Metrics:
             buckets=INFERENCE_BUCKETS_S,
             registry=reg,
         )
+        self.subscriber_overflows = Counter(
+            "anprd_subscriber_overflows",
+            "Times a subscriber's send queue (publisher.sndhwm events) was full: it misses the "
+            "events sent until it reads again (a gap in its sequence; the spool has them).",
+            registry=reg,
+        )
         self.ready_gauge = Gauge("anprd_ready", "1 once the daemon is ready, else 0.", registry=reg)
         Info("anprd_build", "anprd version.", registry=reg).info({"version": __version__})
         if process_metrics:
@@ -234,6 +241,10 @@ class Metrics:
 
     def event_published(self, camera: str, count: int = 1) -> None:
         self.events_published.labels(camera).inc(count)
+
+    def subscriber_overflowed(self) -> None:
+        """A subscriber's send queue was full (`EventPublisher.publish` returned False)."""
+        self.subscriber_overflows.inc()
 
     def set_active_tracks(self, camera: str, count: int) -> None:
         self.active_tracks.labels(camera).set(count)

@@ -16,6 +16,9 @@ packages=(
     gstreamer1.0-plugins-bad  # jpegparse
     gstreamer1.0-plugins-ugly
     gstreamer1.0-libav
+    # MQTT broker that tests/test_bridge.py starts on a free loopback port with its own config
+    # (Debian also enables its mosquitto service, listening on localhost:1883 only)
+    mosquitto
     # `systemd-analyze verify` for the unit tests (tests/test_service_units.py); nothing is started
     systemd
     # Plate fonts (see shared/FINDINGS.md, Fonts)

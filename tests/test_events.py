@@ -89,7 +89,8 @@ def _run(tracker: Tracker, frames: list[list[Detection]]) -> list[TrackerUpdate]
 def test_wire_format(validator: jsonschema.Draft202012Validator) -> None:
     payload = event_to_json(_event())
     validator.validate(payload)
-    assert payload["schema_version"] == SCHEMA_VERSION == "1.0"
+    assert payload["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert "stream" not in payload  # not a published stream's event (e.g. anprd replay)
     assert payload["first_seen"] == "2024-05-01T12:00:00.250Z"
     assert payload["last_seen"] == "2024-05-01T12:00:01.750Z"
     assert payload["box"] == {"x": 10, "y": 21, "w": 100, "h": 25}
@@ -97,6 +98,23 @@ def test_wire_format(validator: jsonschema.Draft202012Validator) -> None:
     assert payload["supersedes"] is None and payload["provisional"] is False
     assert "crop_jpeg" not in payload
     json.dumps(payload)  # JSON-ready as is
+
+
+def test_stream_is_stamped_by_the_publisher(validator: jsonschema.Draft202012Validator) -> None:
+    stream = str(uuid.uuid4())
+    payload = event_to_json(_event(), stream)
+    validator.validate(payload)
+    assert payload["stream"] == stream
+    assert list(payload)[:3] == ["schema_version", "event_id", "stream"]
+    assert not validator.is_valid({**payload, "stream": "not-a-uuid"})
+
+
+def test_version_1_0_events_are_still_read() -> None:
+    old = event_to_json(_event())
+    old["schema_version"] = "1.0"  # 1.0 had the same fields but stream
+    back = event_from_json(old)
+    assert back.event_id == old["event_id"] and back.sequence == 1
+    assert event_from_json({**old, "schema_version": "1.1", "stream": str(uuid.uuid4())}) == back
 
 
 def test_crop_is_base64(validator: jsonschema.Draft202012Validator) -> None:
@@ -177,6 +195,14 @@ def test_sequencer_is_monotonic_across_threads() -> None:
     assert sorted(taken) == list(range(1, 801)) and sequencer.last == 800
     with pytest.raises(ValueError):
         EventSequencer(start=0)
+
+
+def test_sequencer_advances_but_never_goes_back() -> None:
+    sequencer = EventSequencer()
+    sequencer.advance_to(42)  # a restart: the spool's last event was 41
+    assert sequencer.next() == 42
+    sequencer.advance_to(10)  # a lower number (another spool) never rewinds it
+    assert sequencer.next() == 43 and sequencer.last == 43
 
 
 def test_provisional_then_final_superseding_it(validator: jsonschema.Draft202012Validator) -> None:

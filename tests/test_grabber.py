@@ -435,3 +435,90 @@ def test_logs_never_show_the_password(
         source.stop()
     assert "admin:***@127.0.0.1" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+# ---- reconnection speed and hung streams ----------------------------------------------------
+
+
+def test_a_restarted_server_is_retried_at_the_fast_interval_not_the_backoff(
+    rtsp_server_factory: Callable[..., Any],
+) -> None:
+    server = rtsp_server_factory()
+    # A back-off longer than the wait deadline: only the fast retries can reconnect in time.
+    camera = live_camera(server.url, queue_size=1, reconnect_interval_s=0.2, reconnect_fast_for_s=600,
+                         reconnect_backoff_min_s=100, reconnect_backoff_max_s=100)
+    source = open_source(camera)
+    try:
+        assert source.read(timeout=READ_TIMEOUT_S) is not None
+        server.kill()
+        wait_for(source, lambda s: s.reconnects >= 3, "failed attempts while the server is down",
+                 drain=True)
+        server.start()
+        before = source.stats().frames_read
+        wait_for(source, lambda s: s.frames_read > before and s.state is SourceState.STREAMING,
+                 "frames after the restart", drain=True)
+    finally:
+        assert source.stop()
+
+
+def test_a_hung_stream_is_lost_after_one_read_timeout_without_stale_frames(
+    rtsp_server_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="anprd.grabber")
+    server = rtsp_server_factory()  # H.264: FFmpeg keeps frames buffered when the stream hangs
+    camera = live_camera(server.url, queue_size=50, read_timeout_s=2.0)
+    source = open_source(camera)
+    try:
+        assert source.read(timeout=READ_TIMEOUT_S) is not None
+        server.pause()
+        paused_at = time.time()
+        wait_for(source, lambda s: s.state is not SourceState.STREAMING, "the loss of the hung stream")
+        frames = []
+        while (frame := source.read(timeout=0)) is not None:
+            frames.append(frame)
+        # Frames in flight when the server stopped arrive at once; a read that waited out the
+        # timeout hands back a stale frame, stamped a whole timeout later, which must not pass.
+        cutoff = paused_at + camera.read_timeout_s / 2
+        late = [f.timestamp - paused_at for f in frames if f.timestamp > cutoff]
+        assert late == [], late
+        assert "no frame from" in caplog.text
+    finally:
+        server.resume()
+        assert source.stop()
+
+
+NATIVE_STDERR_PROBE = """
+import sys, threading, time
+from anprd.config import CameraConfig
+from anprd.grabber import open_source
+from anprd.logs import NativeStderr, setup_logging
+setup_logging("INFO", "json")
+native = NativeStderr().start()
+camera = CameraConfig.model_validate({"id": "gate", "url": sys.argv[1], "reconnect_interval_s": 0.1})
+source = open_source(camera)
+deadline = time.monotonic() + 60
+while source.stats().reconnects < 5 and time.monotonic() < deadline:
+    time.sleep(0.05)
+source.stop()
+native.stop()
+print("after stop", file=sys.stderr)
+"""
+
+
+def test_ffmpeg_messages_reach_the_log_as_records_once_a_minute(unused_port: int) -> None:
+    import json
+    import subprocess
+    import sys
+
+    url = f"rtsp://admin:hunter2@127.0.0.1:{unused_port}/stream"
+    result = subprocess.run([sys.executable, "-c", NATIVE_STDERR_PROBE, url], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "after stop"  # fd 2 is the real stderr again
+    records = [json.loads(line) for line in lines[:-1]]  # every other line is a JSON record
+    ffmpeg = [r for r in records if r["logger"] == "anprd.ffmpeg"]
+    # six attempts, each refused with the same FFmpeg line: one record
+    assert len(ffmpeg) == 1 and "Connection refused" in ffmpeg[0]["msg"], records
+    assert ffmpeg[0]["level"] == "WARNING"
+    assert "hunter2" not in result.stderr

@@ -421,3 +421,158 @@ def test_subscribe_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> Non
     assert subscribe_command("bogus://x", None, False, max_events=1, timeout_s=0.1) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "bogus://x" in captured.err
+
+
+# --- the numbering across restarts ---------------------------------------------------------
+
+
+def test_a_restart_continues_the_sequence_and_the_stream(context: zmq.Context, tmp_path: Path) -> None:
+    spool = tmp_path / "events.jsonl"
+    with publisher_on_random_port(context, spool_path=spool) as first:
+        assert first.next_sequence == 1
+        sequencer = EventSequencer()
+        for _ in range(5):
+            first.publish(make_event(sequencer.next()))
+        assert first.next_sequence == 6
+        stream = first.stream
+    with spool.open("ab") as file:  # a write cut short by a crash
+        file.write(b'{"schema_version":"1.1","stream":"' + stream.encode() + b'","sequence":6,"cam')
+    with publisher_on_random_port(context, spool_path=spool) as second:
+        assert (second.stream, second.next_sequence) == (stream, 6)
+        sequencer = EventSequencer()
+        sequencer.advance_to(second.next_sequence)
+        second.publish(make_event(sequencer.next()))
+    records = [json.loads(line) for line in spool.read_bytes().splitlines()]
+    assert [r["sequence"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert {r["stream"] for r in records} == {stream}
+
+
+def test_a_new_spool_starts_a_new_stream_and_no_spool_one_per_process(
+    context: zmq.Context, tmp_path: Path
+) -> None:
+    with publisher_on_random_port(context, spool_path=tmp_path / "a.jsonl") as first:
+        first.publish(make_event(1))
+    with publisher_on_random_port(context, spool_path=tmp_path / "b.jsonl") as other:
+        assert other.stream != first.stream and other.next_sequence == 1
+    with publisher_on_random_port(context) as plain, publisher_on_random_port(context) as again:
+        assert plain.stream == again.stream not in (first.stream, other.stream)
+    uuid.UUID(first.stream, version=4)
+
+
+def test_version_1_0_spool_numbering_goes_on_under_a_stream(context: zmq.Context, tmp_path: Path) -> None:
+    spool = tmp_path / "events.jsonl"
+    spool.write_text('{"schema_version":"1.0","sequence":7}\n{"schema_version":"1.0","sequence":8}\n')
+    with publisher_on_random_port(context, spool_path=spool) as publisher:
+        assert publisher.next_sequence == 9
+        uuid.UUID(publisher.stream, version=4)
+
+
+KILLED_DAEMON = """
+import sys, uuid
+from anprd.config.publisher import PublisherConfig
+from anprd.events import EventSequencer
+from anprd.publisher import EventPublisher
+from anprd.types import Box, Candidate, PlateEvent
+
+publisher = EventPublisher(PublisherConfig(endpoint="tcp://127.0.0.1:*", spool_path=sys.argv[1]))
+sequencer = EventSequencer()
+sequencer.advance_to(publisher.next_sequence)
+print(publisher.stream, flush=True)
+while True:
+    n = sequencer.next()
+    publisher.publish(PlateEvent(str(uuid.uuid4()), n, "cam1", "AB12CDE", 0.9, (Candidate("AB12CDE", 0.9),),
+                                 Box(1, 2, 3, 4), 1.0, 2.0, n, n, 1))
+    print(n, flush=True)
+"""
+
+
+def _run_until_killed(spool: Path, events: int) -> tuple[str, int]:
+    """Run a publishing process until it has published `events`, SIGKILL it; (stream, first n)."""
+    process = subprocess.Popen([sys.executable, "-c", KILLED_DAEMON, str(spool)], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        stream = process.stdout.readline().strip()
+        first = int(process.stdout.readline())
+        for _ in range(events - 1):
+            process.stdout.readline()
+    finally:
+        process.kill()  # SIGKILL: no drain, no close
+        process.wait(timeout=DEADLINE_S)
+        if process.stdout is not None:
+            process.stdout.close()
+    return stream, first
+
+
+def test_the_sequence_goes_on_after_a_sigkill(tmp_path: Path) -> None:
+    spool = tmp_path / "events.jsonl"
+    stream, first = _run_until_killed(spool, 20)
+    assert first == 1
+    last = json.loads(spool.read_bytes().splitlines()[-1])["sequence"]
+    with spool.open("ab") as file:  # as if the kill had cut a line short
+        file.write(b'{"schema_version":"1.1","seq')
+    again, first = _run_until_killed(spool, 5)
+    assert (again, first) == (stream, last + 1)
+    records = [json.loads(line) for line in spool.read_bytes().splitlines()]
+    assert [r["sequence"] for r in records] == list(range(1, len(records) + 1))
+    assert {r["stream"] for r in records} == {stream}
+
+
+# --- the bounded send queue -----------------------------------------------------------------
+
+
+def test_a_frozen_subscriber_is_counted_and_costs_the_others_nothing(
+    context: zmq.Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = publisher_on_random_port(context, sndhwm=5)
+    healthy = EventSubscriber(publisher.endpoint, context=context)
+    frozen = context.socket(zmq.SUB)  # reads the probes, then nothing until the end
+    frozen.setsockopt(zmq.RCVHWM, 5)
+    frozen.setsockopt(zmq.RCVBUF, 4096)  # small kernel buffers: the queue fills sooner
+    frozen.setsockopt(zmq.SUBSCRIBE, b"plate.")
+    frozen.connect(publisher.endpoint)
+    crop = os.urandom(20_000)  # big events (a plate crop each)
+    count = 600
+    started = time.monotonic()
+    with publisher, healthy, caplog.at_level(logging.WARNING, logger="anprd.publisher"):
+        deadline = time.monotonic() + DEADLINE_S
+        while not frozen.poll(10):
+            assert time.monotonic() < deadline, "never connected"
+            publisher.publish(make_event(1, "cam1", PROBE))
+        wait_connected(publisher, [healthy])
+        while frozen.poll(0):
+            frozen.recv_multipart()
+        not_delivered = 0
+        received = []
+        for n in range(1, count + 1):
+            event = PlateEvent(**{**make_event(n).__dict__, "crop_jpeg": crop})
+            not_delivered += not publisher.publish(event)
+            received += receive(healthy, 1)  # in step, so only the frozen one falls behind
+        late: list[int] = []  # thawed: what its queue and socket buffers still held
+        while frozen.poll(500):
+            _, data = frozen.recv_multipart()
+            if json.loads(data)["plate"] != PROBE:
+                late.append(json.loads(data)["sequence"])
+    frozen.close(linger=0)
+    elapsed = time.monotonic() - started
+    assert [e["sequence"] for e in received] == list(range(1, count + 1))
+    assert publisher.overflows == not_delivered >= 1
+    assert late == sorted(late) and len(late) < count  # it missed events: its queue was bounded
+    warnings = [r.getMessage() for r in caplog.records if "not keeping up" in r.getMessage()]
+    assert 1 <= len(warnings) <= 1 + elapsed / 10  # rate limited: one line per 10 s at most
+    assert "publisher.sndhwm 5" in warnings[0]
+
+
+def test_the_send_queue_bound_is_checked() -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        PublisherConfig(sndhwm=0)  # 0 was "unlimited": a frozen subscriber took all memory
+    assert PublisherConfig().sndhwm == 10_000
+
+
+def test_overflows_reach_the_metric() -> None:
+    from anprd.metrics import Metrics
+
+    metrics = Metrics(process_metrics=False)
+    assert metrics.registry.get_sample_value("anprd_subscriber_overflows_total") == 0
+    metrics.subscriber_overflowed()
+    assert metrics.registry.get_sample_value("anprd_subscriber_overflows_total") == 1

@@ -57,6 +57,11 @@ class SourceKind(StrEnum):
         """Live sources run at their own pace: newest frame wins, failures reconnect."""
         return self in (SourceKind.RTSP, SourceKind.HTTP, SourceKind.WEBCAM)
 
+    @property
+    def is_network(self) -> bool:
+        """Network streams: FFmpeg with open and read timeouts."""
+        return self in (SourceKind.RTSP, SourceKind.HTTP)
+
 
 class ReplayPace(StrEnum):
     """How fast a video file or image folder is replayed."""
@@ -149,12 +154,28 @@ class CameraConfig(AnprdBaseModel):
         3.0,
         gt=0,
         description="Treat a network stream as lost when no frame arrives for this long (webcams: "
-        "V4L2's own timeout).",
+        "V4L2's own timeout). A read that took nearly this long is a lost stream too: what it "
+        "hands back is a stale buffered frame.",
+    )
+    reconnect_interval_s: float = Field(
+        0.25,
+        gt=0,
+        description="Wait between reconnection attempts during the first `reconnect_fast_for_s` "
+        "seconds of an outage. A refused connection costs about a millisecond, so a camera that "
+        "restarts streams again within this wait plus its first keyframe (about 1 s).",
+    )
+    reconnect_fast_for_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long after a stream is lost attempts come every `reconnect_interval_s`; "
+        "after that they back off from `reconnect_backoff_min_s`, doubling up to "
+        "`reconnect_backoff_max_s`.",
     )
     reconnect_backoff_min_s: float = Field(
         1.0,
         gt=0,
-        description="First wait before reconnecting a lost stream; doubles each try.",
+        description="First wait between attempts once `reconnect_fast_for_s` has passed; doubles "
+        "each try.",
     )
     reconnect_backoff_max_s: float = Field(
         30.0, gt=0, description="Longest wait between reconnection attempts."
