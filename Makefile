@@ -5,16 +5,23 @@ PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: setup test lint run bench eval train streets-check hog clip install clean
+.PHONY: setup test lint run bench bench-clips eval train streets-check hog clip install clean export faults soak
 
 $(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export]'
 	touch $@
 
+# GPU=1: ONNX Runtime's CUDA build in place of the CPU one (docs/speed.md, "GPU hosts"); both
+# install the module `onnxruntime`, so the CPU build goes and the GPU build is laid again over it
 setup: $(VENV)/.installed
+ifdef GPU
+	$(PY) -m pip install --quiet -e '.[dev,export,gpu]'
+	$(PY) -m pip uninstall --quiet -y onnxruntime
+	$(PY) -m pip install --quiet --force-reinstall --no-deps 'onnxruntime-gpu==1.31.1'
+endif
 
 test: setup
 	$(VENV)/bin/ruff check anprd train cascade tests scripts
@@ -26,8 +33,21 @@ lint: setup
 run: setup
 	bash scripts/make_run.sh
 
+# the whole pyramid, today's HOG path and the video cascade side by side; ends with one JSON line
 bench: setup
 	$(PY) -m anprd.bench
+
+# the bench clips (1280x720, 1920x1080, 30 fps) into data/bench/; `make bench` renders them when missing
+bench-clips: setup
+	$(PY) -m train.clip --bench
+
+# The fault table against real processes on loopback (scripts/faults.py): about 3 min, at most 10.
+faults: setup
+	$(PY) scripts/faults.py
+
+# RSS over 20,000 frames of the looped clip through the replay pipeline (about an hour); not in CI.
+soak: setup
+	$(PY) scripts/soak.py
 
 eval: setup
 	$(PY) -m anprd.cli eval ../shared/data/real/eu
@@ -60,6 +80,13 @@ train: setup streets-check
 	$(PY) -m train.gen --scenes --on-cars --unseen-fonts --styled 0.6 --difficulty 1.0 --count 200 \
 		--out data/synth-cars-unseen --seed 242424 $(STREETS_OPT)
 	$(PY) -m train.calibrate --model models/anprd-v10 data/synth-cars-unseen
+	$(PY) -m train.export --model models/anprd-v10 $(STREETS_OPT)
+
+# The inference runtime's files: MODEL's networks as float32 and int8 ONNX (train/export.py), int8
+# calibrated on street frames and synthetic plates; a model folder without them runs on TensorFlow.
+MODEL ?= models/anprd-v10
+export: setup
+	$(PY) -m train.export --model $(MODEL) $(STREETS_OPT)
 
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup streets-check

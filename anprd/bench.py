@@ -1,163 +1,268 @@
-"""Speed and memory figures (`make bench`): prints them, asserts nothing.
+"""Speed and memory figures (`make bench`): the whole pyramid, today's cascade and the new one side by
+side in one run; prints them, asserts nothing, and ends with one JSON line (`JSON_KEYS`).
 
-    python -m anprd.bench [--frames DIR] [--count N] [--model DIR]
+    python -m anprd.bench [--frames DIR] [--count N] [--model DIR] [--baseline-frames N] [--quick]
 
-Measures, on this machine:
-- model load time and process memory after loading;
-- whole-frame detection (pyramid + reading) per frame, median and p90, on real 720p street frames
-  (../shared/data/streets when present, else frames of the bundled clip), at the default
-  min_plate_width and at 100 px;
-- the HOG pre-filter (`--prefilter-model`, when present): proposals alone (wall and process CPU time,
-  regions per frame), then detection with `prefilter: hog` against the full pyramid on the same
-  frames, taken in turn frame by frame, and how many full-pyramid plates the pre-filtered run keeps;
-- reading alone: the window model on a batch of 16 plate crops;
-- the replay pipeline's throughput on the bundled clip (frames per second, flat out).
+Three ways to search a frame, measured on the same frames in the same process, taken in turn:
+
+- ``full``: the whole pyramid of every frame (``detector.prefilter: none``, cascade off);
+- ``hog``: today's default for a still image, every frame: the HOG pre-filter's regions and the
+  coarse levels whole (``cascade.enabled: false``);
+- ``cascade``: the default: the video cascade (motion gate, track-guided search, proposals in the
+  moving areas, a whole-frame pass every ``cascade.full_pass_interval_s``).
+
+Measured:
+
+1. On the real 1280x720 street frames (../shared/data/streets, the first `--count`): detection per
+   frame with ``full`` and ``hog`` (a busy frame: a new car, no motion or track to help, which is what
+   the cascade's whole-frame pass costs too), and how many plates the whole pyramid finds that the
+   default also finds (box IoU >= 0.5).
+2. Flat-out replay of the bench clips (`train.clip.BENCH_CLIPS`, rendered when missing), decode to
+   published events (`anprd.replay.run_source`): frames per second of each way, the baselines on the
+   first `--baseline-frames` frames (they are slow) and the cascade on those and on the whole clip;
+   the cascade's events against the 720p clip's truth.
+3. Live pace: the 720p clip at its own frame rate, newest frame wins (``replay_pace: realtime``);
+   the latency from a frame's capture to the end of its processing, when its events are published.
+4. Peak resident memory of the process.
+
+The JSON line's keys are those of the default settings: ``fps_720p``/``fps_1080p`` (the cascade, the
+whole clip), ``busy_frame_ms_720p`` (median, ``hog`` on the street frames), ``p95_latency_ms``,
+``peak_rss_mb``, ``recall_vs_full``, ``clip_precision``/``clip_recall``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from anprd.config.cascade import CascadeConfig
 from anprd.config.detector import DetectorConfig
+from anprd.config.tracker import TrackerConfig
+
+__all__ = ["JSON_KEYS", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 STREETS = REPO.parent / "shared" / "data" / "streets"
-CLIP = REPO / "samples" / "clip.mp4"
+JSON_KEYS = ("fps_720p", "fps_1080p", "busy_frame_ms_720p", "p95_latency_ms", "peak_rss_mb",
+             "recall_vs_full", "clip_precision", "clip_recall")
+WAYS = ("full", "hog", "cascade")
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _frames(folder: Path | None, count: int) -> tuple[str, list[np.ndarray]]:
-    if folder and folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:count]
-        return str(folder), [cv2.imread(str(p)) for p in files]
-    capture = cv2.VideoCapture(str(CLIP))
+def _street_frames(folder: Path, count: int) -> list[np.ndarray]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})
     frames = []
-    while len(frames) < count:
-        ok, frame = capture.read()
-        if not ok:
+    for path in files:
+        image = cv2.imread(str(path))
+        if image is not None and image.shape[:2] == (720, 1280):
+            frames.append(image)
+        if len(frames) == count:
             break
-        frames.append(frame)
-    return str(CLIP), frames
-
-
-def _timed(fn, items) -> list[float]:
-    out = []
-    for item in items:
-        start = time.perf_counter()
-        fn(item)
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+    return frames
 
 
 def _summary(ms: list[float]) -> str:
     return f"median {statistics.median(ms):.0f} ms, p90 {np.percentile(ms, 90):.0f} ms (n={len(ms)})"
 
 
-def _bench_prefilter(args: argparse.Namespace, detector, frames: list[np.ndarray], what: str) -> None:
-    """HOG proposals alone, then detection with and without the pre-filter, frame by frame in turn."""
-    from anprd.detector import ModelError
+def _way(name: str, model: str) -> tuple[DetectorConfig, CascadeConfig]:
+    """Detector and cascade settings of one way to search a frame."""
+    if name == "full":
+        return DetectorConfig(model=model, prefilter="none"), CascadeConfig(enabled=False)
+    if name == "hog":
+        return DetectorConfig(model=model), CascadeConfig(enabled=False)
+    return DetectorConfig(model=model), CascadeConfig()
 
-    hog_config = DetectorConfig(model=args.model, prefilter="hog", prefilter_model=args.prefilter_model,
-                                prefilter_threshold=args.prefilter_threshold)
+
+@dataclass
+class _Replay:
+    frames: int = 0
+    seconds: float = 0.0
+    events: list[Any] = field(default_factory=list)
+    plans: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _replay(detector, video: Path, way: str, model: str, max_frames: int | None = None,
+            realtime: bool = False) -> _Replay:
+    """`video` through one camera pipeline as `anprd replay` runs it (decoding in the source's thread,
+    events serialised as they are published); `realtime`: at the clip's frame rate, newest frame wins,
+    recording each frame's capture-to-published latency."""
+    from anprd.config import CameraConfig, ReplayPace
+    from anprd.events import EventSequencer, event_to_json
+    from anprd.grabber import open_source
+    from anprd.pipeline import CameraPipeline
+    from anprd.replay import run_source
+
+    detector_config, cascade_config = _way(way, model)
+    detector.config = detector_config
+    result = _Replay()
+
+    def publish(event) -> None:
+        json.dumps(event_to_json(event))  # the wire format's cost, as replay and the daemon pay it
+        result.events.append(event)
+
+    def each(processed) -> None:
+        result.frames += 1
+        if realtime:  # the replay clock stamps each frame with its wall-clock capture time
+            result.latencies_ms.append((time.time() - processed.frame.timestamp) * 1000)
+
+    camera = CameraConfig(id="bench", url=str(video), queue_size=1 if realtime else 8,
+                          replay_pace=ReplayPace.REALTIME if realtime else ReplayPace.FAST)
+    pipeline = CameraPipeline(camera, detector, TrackerConfig(), EventSequencer(), publish,
+                              cascade=cascade_config)
+    source = open_source(camera)
     try:
-        prefiltered = type(detector).from_config(hog_config, REPO)
-    except ModelError as exc:
-        print(f"HOG pre-filter: skipped ({exc})")
-        return
-    prefilter = prefiltered.prefilter
-    grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
-    threshold = args.prefilter_threshold  # passed as the detector's `detect` passes it
-    regions = [len(prefilter.regions(g, threshold)) for g in grays]
-    wall, cpu = [], []
-    for g in grays:
-        start, start_cpu = time.perf_counter(), time.process_time()
-        prefilter.regions(g, threshold)
-        wall.append((time.perf_counter() - start) * 1000)
-        cpu.append((time.process_time() - start_cpu) * 1000)
-    print(f"HOG pre-filter alone ({prefilter.model_dir.name}, step {prefilter.scale_step:g}, threshold "
-          f"{threshold:g}) on {what}: "
-          f"{_summary(wall)}; process CPU median {statistics.median(cpu):.0f} ms; regions per frame "
-          f"median {statistics.median(regions):.0f}, mean {np.mean(regions):.1f}, max {max(regions)}")
-    detector.config = DetectorConfig(model=args.model, prefilter="none")
-    prefiltered.detect(frames[0])  # warm-up
-    times: dict[str, tuple[list[float], list[float]]] = {"none": ([], []), "hog": ([], [])}
+        result.seconds = run_source(source, pipeline, each, max_frames)
+    finally:
+        source.stop()
+    if pipeline.cascade is not None:
+        result.plans = dict(pipeline.cascade.counts)
+    return result
+
+
+def _street_figures(detector, frames: list[np.ndarray], model: str) -> dict[str, float]:
+    """Detection per frame of each way on the street frames, in turn frame by frame, and the share
+    of the whole pyramid's plates the default finds."""
+    ways = {"full": DetectorConfig(model=model, prefilter="none"), "hog": DetectorConfig(model=model)}
+    for config in ways.values():  # warm-up: graph tracing per new input shape
+        detector.config = config
+        detector.detect(frames[0])
+    times: dict[str, list[float]] = {name: [] for name in ways}
     kept = total = 0
     for frame in frames:
         found = {}
-        for name, det in (("none", detector), ("hog", prefiltered)):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            found[name] = det.detect(frame)
-            times[name][0].append((time.perf_counter() - start) * 1000)
-            times[name][1].append((time.process_time() - start_cpu) * 1000)
-        total += len(found["none"])
-        kept += sum(any(d.box.iou(e.box) >= 0.5 for e in found["hog"]) for d in found["none"])
-    for name, (ms, cpu_ms) in times.items():
-        print(f"detect {what}, prefilter {name}: {_summary(ms)} -> {1000 / statistics.median(ms):.1f} fps; "
-              f"process CPU median {statistics.median(cpu_ms):.0f} ms")
-    print(f"plates found by the full pyramid also found with prefilter hog (box IoU >= 0.5): {kept}/{total}")
+        for name, config in ways.items():
+            detector.config = config
+            start = time.perf_counter()
+            found[name] = detector.detect(frame)
+            times[name].append((time.perf_counter() - start) * 1000)
+        total += len(found["full"])
+        kept += sum(any(d.box.iou(e.box) >= 0.5 for e in found["hog"]) for d in found["full"])
+    h, w = frames[0].shape[:2]
+    for name, ms in times.items():
+        print(f"street frames {w}x{h}, {name}: {_summary(ms)} -> {1000 / statistics.median(ms):.1f} fps")
+    ratio = statistics.median(times["full"]) / statistics.median(times["hog"])
+    print(f"  hog saves {ratio:.2f}x against the whole pyramid; plates the whole pyramid finds that the "
+          f"default finds too (IoU >= 0.5): {kept}/{total}")
+    return {"busy_frame_ms_720p": statistics.median(times["hog"]),
+            "recall_vs_full": kept / total if total else 1.0}
+
+
+def _clips(names: tuple[str, ...]) -> dict[str, tuple[Path, Path]]:
+    from train.clip import bench_clip_paths, render_bench_clips
+
+    missing = [n for n in names if not all(p.is_file() for p in bench_clip_paths(n))]
+    if missing:
+        print(f"rendering the bench clips {', '.join(missing)} (python -m train.clip --bench) ...",
+              flush=True)
+        render_bench_clips(names=tuple(missing))
+    return {name: bench_clip_paths(name) for name in names}
+
+
+def _clip_figures(detector, clips: dict[str, tuple[Path, Path]], model: str, baseline_frames: int
+                  ) -> dict[str, float | None]:
+    from anprd.replay import read_truth, score_events
+
+    out: dict[str, float | None] = {}
+    for name, (video, truth_path) in clips.items():
+        _replay(detector, video, "cascade", model, max_frames=30)  # warm-up: this clip's input shapes
+        same: dict[str, _Replay] = {}
+        for way in WAYS:  # the same first frames for each way, in turn
+            same[way] = _replay(detector, video, way, model, max_frames=baseline_frames)
+        print(f"clip {name} ({video.name}), first {same['full'].frames} frames, flat out, decode to events: "
+              + ", ".join(f"{way} {r.fps:.1f} fps" for way, r in same.items())
+              + f"; cascade/full {same['cascade'].fps / same['full'].fps:.2f}x, "
+              f"cascade/hog {same['cascade'].fps / same['hog'].fps:.2f}x")
+        whole = _replay(detector, video, "cascade", model)
+        truth = read_truth(truth_path)
+        finals = [e for e in whole.events if not e.provisional]
+        score = score_events(finals, truth)
+        precision = score.true_positives / len(finals) if finals else 0.0
+        recall = score.true_positives / len(truth)
+        print(f"clip {name}, whole ({whole.frames} frames), cascade: {whole.fps:.1f} fps; "
+              f"plans {whole.plans}; {len(finals)} events, precision {precision:.3f}, recall {recall:.3f}, "
+              f"missed {' '.join(score.missed) or '-'}")
+        out[f"fps_{name}"] = whole.fps
+        if name == "720p":
+            out["clip_precision"], out["clip_recall"] = precision, recall
+    return out
+
+
+def _latency(detector, video: Path, model: str) -> float:
+    live = _replay(detector, video, "cascade", model, realtime=True)
+    p95 = float(np.percentile(live.latencies_ms, 95)) if live.latencies_ms else float("nan")
+    print(f"live pace {video.name}: {live.frames} frames processed in {live.seconds:.1f} s, "
+          f"capture to published: median {statistics.median(live.latencies_ms):.0f} ms, p95 {p95:.0f} ms")
+    return p95
+
+
+def _runtime_figures() -> None:
+    """The inference runtime's own figures, when this install has them (`anprd.bench_runtime`)."""
+    try:
+        from anprd.bench_runtime import runtime_figures  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    runtime: Callable[[], object] = runtime_figures
+    runtime()  # prints its own table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anprd.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=Path, default=STREETS if STREETS.is_dir() else None)
-    parser.add_argument("--count", type=int, default=30)
+    parser.add_argument("--frames", type=Path, default=STREETS, help="folder of 1280x720 street frames")
+    parser.add_argument("--count", type=int, default=30, help="street frames to use (default 30)")
     parser.add_argument("--model", default=DetectorConfig().model)
-    parser.add_argument("--prefilter-model", default=DetectorConfig().prefilter_model)
-    parser.add_argument("--prefilter-threshold", type=float, default=DetectorConfig().prefilter_threshold)
+    parser.add_argument("--baseline-frames", type=int, default=150,
+                        help="clip frames the three ways are compared on (default 150)")
+    parser.add_argument("--quick", action="store_true",
+                        help="10 street frames, 90 baseline frames, no 1080p clip: a smoke run")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.quick:
+        args.count, args.baseline_frames = min(args.count, 10), min(args.baseline_frames, 90)
+    if args.count < 1 or args.baseline_frames < 1:
+        parser.error("--count and --baseline-frames must be at least 1")
 
-    from anprd.detector import PlateDetector, read_crop_window
+    from anprd.detector import PlateDetector
 
-    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}", flush=True)
     start = time.perf_counter()
-    detector = PlateDetector.from_config(DetectorConfig(model=args.model, prefilter="none"), REPO)
-    print(f"model load: {time.perf_counter() - start:.1f} s, process max RSS {_rss_mb():.0f} MB, "
-          f"device {detector.device}")
+    detector = PlateDetector.from_config(DetectorConfig(model=args.model), REPO)
+    print(f"model load: {time.perf_counter() - start:.1f} s, process max RSS {_rss_mb():.0f} MB")
+    figures: dict[str, float | None] = dict.fromkeys(JSON_KEYS)
 
-    source, frames = _frames(args.frames, args.count)
-    h, w = frames[0].shape[:2]
-    detector.detect(frames[0])  # warm-up: traces the graph once per pyramid shape
-    for min_width in (60, 100):
-        detector.config = DetectorConfig(model=args.model, min_plate_width=min_width, prefilter="none")
-        detector.detect(frames[0])
-        ms = _timed(detector.detect, frames)
-        print(f"detect {w}x{h} frames from {source}, full pyramid (prefilter none), "
-              f"min_plate_width {min_width}: {_summary(ms)} -> {1000 / statistics.median(ms):.1f} fps")
-
-    _bench_prefilter(args, detector, frames, f"{w}x{h} frames from {source}")
-
-    gray = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
-    boxes = [(100 + 40 * i, 200, 220 + 40 * i, 230) for i in range(16)]
-    detector.read(boxes, gray)
-    ms = _timed(lambda _: detector.read(boxes, gray), range(20))
-    print("read 16 boxes (window-model verification; reader and beam search for those that pass): "
-          f"{_summary(ms)}")
-    ms = _timed(lambda _: [read_crop_window(gray, b) for b in boxes], range(20))
-    print(f"cut 16 crops: {_summary(ms)}")
-    print(f"process max RSS after detection: {_rss_mb():.0f} MB")
-
-    if CLIP.is_file():
-        start = time.perf_counter()
-        # The default detector settings (HOG pre-filter on), as `anprd replay` runs them.
-        result = subprocess.run([sys.executable, "-m", "anprd.cli", "replay", str(CLIP), "--json",
-                                 "--model", str(REPO / args.model)], capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
-        print(f"replay {CLIP.name} flat out: {last} (wall {wall:.0f} s incl. start-up)")
+    frames = _street_frames(args.frames, args.count) if args.frames.is_dir() else []
+    if frames:
+        figures.update(_street_figures(detector, frames, args.model))
+    else:
+        print(f"no 1280x720 street frames in {args.frames}: busy_frame_ms_720p and recall_vs_full are null")
+    clips = _clips(("720p",) if args.quick else ("720p", "1080p"))
+    figures.update(_clip_figures(detector, clips, args.model, args.baseline_frames))
+    figures["p95_latency_ms"] = _latency(detector, clips["720p"][0], args.model)
+    figures["peak_rss_mb"] = _rss_mb()  # the pipeline's, before the runtime comparison loads every runtime
+    print(f"process max RSS: {figures['peak_rss_mb']:.0f} MB")
+    _runtime_figures()
+    print(json.dumps({key: None if figures[key] is None else round(float(figures[key]), 3)
+                      for key in JSON_KEYS}), flush=True)
     return 0
 
 

@@ -59,7 +59,7 @@ def _detector_config(args: argparse.Namespace):
 
 
 def _load_detector(args: argparse.Namespace):
-    _quiet_tensorflow()
+    # no TensorFlow here: the detector imports it (quietly, anprd.runtime) only if it serves a network
     from anprd.detector import PlateDetector
 
     config, base_dir = _detector_config(args)
@@ -208,18 +208,54 @@ def _seconds(text: str) -> float:
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from anprd.subscriber import subscribe_command
 
-    return subscribe_command(args.endpoint, args.camera, args.pretty, args.max_events, args.timeout)
+    return subscribe_command(
+        args.endpoint, args.camera, args.pretty, args.max_events, args.timeout,
+        since=args.since, stream=args.stream, catchup=args.catchup,
+        curve_server_key=args.curve_server_key, curve_client_key=args.curve_client_key,
+    )
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from anprd.curve import keygen
+
+    public, secret = keygen(Path(args.folder), args.name)
+    print(f"public key (give it to the other side): {public}")
+    print(f"secret key (keep it on this host, mode 0600): {secret}")
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from anprd.logs import setup_logging
+    from anprd.proxy import proxy_command
+
+    setup_logging("INFO")
+    return proxy_command(
+        args.frontend, args.backend, curve_secret_key=args.curve_secret_key,
+        frontend_clients=args.frontend_clients, backend_clients=args.backend_clients, hwm=args.hwm,
+    )
+
+
+def _sequence(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    from anprd.config import load_config
+
+    # Checked before any model loads: a bad config fails at once (ConfigError: one line).
+    load_config(Path(args.config))
     from anprd.daemon import run_daemon
 
     return run_daemon(Path(args.config))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
     from anprd.replay import replay_command
 
     return replay_command(args)
@@ -266,7 +302,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-events", type=_positive_int, help="exit after this many events")
     p.add_argument("--timeout", type=_seconds, help="exit after this many seconds in all "
                    "(status 1 if fewer than --max-events arrived)")
+    p.add_argument("--catchup", metavar="ENDPOINT", help="the daemon's publisher.catchup_endpoint: "
+                   "events in order, each once, holes in the live feed filled from its spool")
+    p.add_argument("--since", type=_sequence, metavar="N", help="first print the events after "
+                   "sequence N (0: all the spool holds), then follow live (needs --catchup)")
+    p.add_argument("--stream", metavar="ID", help="the stream N belongs to (default: the daemon's "
+                   "current one)")
+    p.add_argument("--curve-server-key", type=Path, metavar="FILE",
+                   help="CURVE: the daemon's (or proxy's) public key file")
+    p.add_argument("--curve-client-key", type=Path, metavar="FILE",
+                   help="CURVE: this subscriber's secret key file (from anprd keygen)")
     p.set_defaults(func=cmd_subscribe)
+
+    p = sub.add_parser("keygen", help="write a CURVE key pair: DIR/NAME.key (public) and "
+                                      "DIR/NAME.key_secret (secret, mode 0600)")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("--name", default="anprd", help="file name stem (default anprd)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("proxy", help="fan-in: daemons (publisher.mode: connect) to one endpoint "
+                                     "for subscribers (XSUB/XPUB), CURVE on either side")
+    p.add_argument("--frontend", required=True, metavar="ENDPOINT",
+                   help="bound for daemons to connect to, e.g. tcp://*:5557")
+    p.add_argument("--backend", required=True, metavar="ENDPOINT",
+                   help="bound for subscribers to connect to, e.g. tcp://*:5558")
+    p.add_argument("--curve-secret-key", type=Path, metavar="FILE",
+                   help="CURVE: the proxy's secret key file (from anprd keygen)")
+    p.add_argument("--frontend-clients", type=Path, nargs="+", default=[], metavar="PATH",
+                   help="CURVE on the frontend: daemons' public key files or folders allowed in")
+    p.add_argument("--backend-clients", type=Path, nargs="+", default=[], metavar="PATH",
+                   help="CURVE on the backend: subscribers' public key files or folders allowed in")
+    p.add_argument("--hwm", type=_positive_int, default=10_000,
+                   help="messages queued per daemon and per subscriber (default 10000)")
+    p.set_defaults(func=cmd_proxy)
+
+    from anprd.bridge import add_bridge_parser  # argparse only; paho is imported when it runs
+
+    add_bridge_parser(sub)
 
     p = sub.add_parser("train", help="train the detector (options of python -m train.train), or with "
                                      "`reader` first the plate reader (python -m train.train_reader)",

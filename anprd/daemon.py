@@ -45,7 +45,7 @@ from anprd.errors import AnprdError
 from anprd.events import EventSequencer
 from anprd.formats import CountryPrior
 from anprd.grabber import FrameSource, SourceError, SourceState, open_source
-from anprd.logs import redact_plate, setup_logging
+from anprd.logs import NativeStderr, redact_plate, setup_logging
 from anprd.metrics import Metrics, MetricsServer, start_metrics_server
 from anprd.notify import Notifier, Watchdog, default_notifier, format_status
 from anprd.pipeline import CameraPipeline, warm_up
@@ -241,6 +241,7 @@ class Daemon:
         self._detector = PlateDetector.from_config(config.detector, self._base_dir)
         warm_up(self._detector)
         self._publisher = EventPublisher(config.publisher)
+        self._sequencer.advance_to(self._publisher.next_sequence)  # numbering goes on from the spool
         # Sources open last: a realtime replay's clock starts when it opens.
         sources = self._open_sources(config.cameras)
         for camera in config.cameras:
@@ -263,7 +264,8 @@ class Daemon:
     def _new_pipeline(self, camera: CameraConfig) -> CameraPipeline:
         assert self._detector is not None
         return CameraPipeline(
-            camera, self._detector, self._config.tracker, self._sequencer, self._publish, self._metrics
+            camera, self._detector, self._config.tracker, self._sequencer, self._publish, self._metrics,
+            cascade=self._config.cascade,
         )
 
     def _publish(self, event: PlateEvent) -> None:
@@ -273,12 +275,14 @@ class Daemon:
             logger.error("event %s lost: no publisher (see the earlier reload error)", event.event_id)
             return
         try:
-            publisher.publish(event)
+            delivered = publisher.publish(event)
         except PublisherError as exc:
             # Keep reading plates; the error is logged per event so the loss is visible.
             logger.error("event %s not published: %s", event.event_id, exc)
             return
         self._metrics.event_published(event.camera_id)
+        if not delivered:  # a subscriber's queue was full (publisher.sndhwm); logged there
+            self._metrics.subscriber_overflowed()
         logger.info(
             "camera %s: plate %s confidence %.3f over %d frames%s (event %d)",
             event.camera_id,
@@ -429,6 +433,7 @@ class Daemon:
             self._publisher = EventPublisher(self._config.publisher)
         except PublisherError:
             return
+        self._sequencer.advance_to(self._publisher.next_sequence)
         logger.info("event publisher bound again on %s", self._config.publisher.endpoint)
         if self._ready:
             self._metrics.set_ready()
@@ -558,7 +563,11 @@ class Daemon:
         publisher = None
         rebuild_publisher = False
         if new.publisher != old.publisher:
-            if (new.publisher.endpoint, new.publisher.mode) != (old.publisher.endpoint, old.publisher.mode):
+            # The same catch-up endpoint cannot be bound beside the old one either.
+            same_catchup = (new.publisher.catchup_endpoint is not None
+                            and new.publisher.catchup_endpoint == old.publisher.catchup_endpoint)
+            if (new.publisher.endpoint, new.publisher.mode) != (old.publisher.endpoint, old.publisher.mode) \
+                    and not same_catchup:
                 publisher = EventPublisher(new.publisher)  # binds beside the old one
             else:
                 rebuild_publisher = True  # same endpoint: the old socket must close first
@@ -630,6 +639,7 @@ class Daemon:
                 running.config = config
                 running.pipeline.set_camera(config)
                 running.pipeline.detector = self._detector
+                running.pipeline.set_cascade_config(new.cascade)
                 if new.tracker != running.pipeline.tracker_config:
                     running.pipeline.set_tracker_config(new.tracker)
                 cameras[config.id] = running
@@ -641,6 +651,8 @@ class Daemon:
                 self._publisher = self._rebuild_publisher(old, new)
         if old_publisher is not None:
             old_publisher.stop()
+        if self._publisher is not None:  # a new spool may carry a higher number on
+            self._sequencer.advance_to(self._publisher.next_sequence)
         if new.notify.stall_timeout_s != old.notify.stall_timeout_s:
             self._watchdog = Watchdog(self._notifier, stall_timeout_s=new.notify.stall_timeout_s)
             self._watchdog.frame_advanced()  # keep pinging: frames were advancing a moment ago
@@ -711,6 +723,8 @@ def run_daemon(config_path: Path) -> int:
         _print_error(exc)
         return 2
     setup_logging(config.logging.level, config.logging.format)
+    # FFmpeg's and OpenCV's own lines (why a camera failed to open) become log records.
+    native_stderr = NativeStderr().start()
     metrics = Metrics()
     daemon = Daemon(config_path, config, notifier=default_notifier(), metrics=metrics)
     try:
@@ -723,3 +737,4 @@ def run_daemon(config_path: Path) -> int:
             return daemon.run()
     finally:
         daemon.close()
+        native_stderr.stop()

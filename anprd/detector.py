@@ -18,12 +18,16 @@
    top-N candidates. Several views and readers misread the same character less often than one does
    (docs/experiments.md, "Reading several views").
 
-With `prefilter: hog` (anprd/prefilter.py), steps 1-2 run inside the regions the HOG + linear SVM
+With `prefilter: hog` (cascade/hog.py), steps 1-2 run inside the regions the HOG + linear SVM
 pre-filter proposes, at the pyramid levels that bring the plate widths a region's hits imply into
 the 60-80% band; the crops of every level are packed side by side on a few pages (`pack_crops`),
 one network call per page. The coarse levels, for plates of at least
 `prefilter_full_scan_width` pixels, are small images and are also scanned whole; their groups are
 read only where the regions proposed nothing. Steps 3-4 are unchanged.
+
+Where steps 1-2 look is a search plan (`cascade.SearchPlan`): a still image gets `still_plan()`,
+the path above; a video frame gets one from its camera's cascade (`cascade.FrameCascade`: regions
+around the live tracks, the pre-filter inside what moved, the whole frame on a schedule).
 
     detector = PlateDetector.from_config(DetectorConfig())
     detections = detector.detect(bgr_image)
@@ -31,13 +35,10 @@ read only where the regions proposed nothing. Steps 3-4 are unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,12 +48,14 @@ import numpy as np
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
 from anprd.ctc_fusion import views_log_likelihoods
-from anprd.errors import AnprdError
 from anprd.formats import CountryPrior
+from anprd.runtime import first_line, load_networks
 from anprd.types import Box, Candidate, Detection
+from cascade.models import ModelError, resolve_model_dir
+from cascade.plan import WHOLE_FRAME, Region, SearchPlan, not_covered, still_plan
 
 if TYPE_CHECKING:
-    from anprd.prefilter import HogPrefilter, Region
+    from cascade.hog import HogPrefilter
 
 __all__ = ["ModelError", "PlateDetector", "fits_page", "grid_shape", "level_crops", "pack_crops",
            "pyramid_scales", "read_crop_window", "reader_crop", "resolve_model_dir", "whole_scan_scales"]
@@ -65,30 +68,6 @@ DUPLICATE_IOU = 0.5  # plate boxes overlapping this much are one plate
 STRAY_IOU = 0.1  # a weaker hit overlapping a group's best this much is a stray of that plate (`group_hits`)
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
 MIN_IMAGE_SIDE = 8  # smaller images hold no findable plate (the narrowest searched for is tens of pixels)
-
-
-class ModelError(AnprdError):
-    """The model folder is missing or unusable; the message names the path."""
-
-
-def resolve_model_dir(model: str, base_dir: Path | None = None, marker: str = "model.json") -> Path:
-    """Find a model folder: absolute, relative to `base_dir` (the config's folder), to
-    ``$ANPRD_DATA_DIR`` (set by the systemd units to the installed data), the current directory,
-    or the anprd install (repository root or installed data). The folder must hold `marker`."""
-    try:
-        path = Path(model).expanduser()
-    except RuntimeError as exc:  # ~name of a user this host does not have
-        raise ModelError(f"model not found: {model} ({exc})") from None
-    data_dir = os.environ.get("ANPRD_DATA_DIR")
-    candidates = [path] if path.is_absolute() else [
-        *([base_dir / path] if base_dir else []), *([Path(data_dir) / path] if data_dir else []),
-        Path.cwd() / path,
-        Path(__file__).resolve().parent.parent / path, Path(__file__).resolve().parent / path]
-    for candidate in candidates:
-        if (candidate / marker).is_file():
-            return candidate
-    raise ModelError(f"model not found: {model} (looked for {marker} in "
-                     f"{', '.join(str(c) for c in candidates)})")
 
 
 def pyramid_scales(height: int, width: int, config: DetectorConfig) -> list[float]:
@@ -374,22 +353,6 @@ def pack_crops(sizes: list[tuple[int, int]]) -> list[_Page]:
     return pages
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message as one short line: Keras' weight errors run to 90 lines of tensors."""
-    text = " ".join(str(exc).split("\n", 1)[0].split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _load_weights(model, weights: Path) -> None:
-    """`model.load_weights(weights)`, any failure as one ModelError line naming the file."""
-    try:
-        with warnings.catch_warnings():  # a mismatched file also warns once per layer
-            warnings.simplefilter("ignore")
-            model.load_weights(weights)
-    except Exception as exc:  # h5py/keras raise many types for a bad file
-        raise ModelError(f"{weights}: cannot load weights ({_first_line(exc)})") from None
-
-
 class PlateDetector:
     """Loads the model once and finds plates in images. Not thread-safe; one per inference worker.
 
@@ -402,7 +365,7 @@ class PlateDetector:
         self.prefilter: HogPrefilter | None = None
         self.last_regions = 0  # regions the pre-filter proposed in the last detect() (bench, logs)
         if config.prefilter == "hog":  # before TensorFlow: a bad pre-filter model fails fast
-            from anprd.prefilter import HogPrefilter
+            from cascade.hog import HogPrefilter
 
             self.prefilter = HogPrefilter.load(config.prefilter_model, base_dir)
         self._prefilter_model = config.prefilter_model
@@ -411,7 +374,7 @@ class PlateDetector:
         try:
             self.meta = json.loads(meta_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{meta_path}: unreadable model metadata ({_first_line(exc)})") from None
+            raise ModelError(f"{meta_path}: unreadable model metadata ({first_line(exc)})") from None
         if (not isinstance(self.meta, dict) or self.meta.get("format") != "anprd-plate-net/1"
                 or self.meta.get("alphabet") != ALPHABET):
             raise ModelError(f"{meta_path}: not an anprd plate model of a known format")
@@ -422,66 +385,12 @@ class PlateDetector:
         self.country_prior = CountryPrior(config.countries)
         self.calibration = Calibration.from_meta(self.meta.get("calibration"), meta_path)
 
-        if config.threads:
-            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
-        import tensorflow as tf
-
-        from anprd.model import NetConfig, PlateNet
-
-        if config.threads:
-            with contextlib.suppress(RuntimeError):  # already initialised in this process
-                tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-        gpus = tf.config.list_physical_devices("GPU")
-        if config.device == "gpu" and not gpus:
-            raise ModelError("detector.device is 'gpu' but TensorFlow sees no GPU")
-        self.device = "/GPU:0" if gpus and config.device != "cpu" else "/CPU:0"
-        try:
-            net_config = NetConfig.from_json(self.meta["net"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelError(f"{meta_path}: bad \"net\" description ({exc!r})") from None
-        with tf.device(self.device):
-            try:
-                self.net = PlateNet(net_config)
-            except (TypeError, ValueError) as exc:  # sizes Keras cannot build, e.g. "stem": -1
-                raise ModelError(f"{meta_path}: bad \"net\" description ({_first_line(exc)})") from None
-            _load_weights(self.net.window_model, weights)
-        self._tf = tf
-        self._detect_fn = tf.function(lambda x: self.net.detection_model(x, training=False),
-                                      input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
-        self._read_fn = tf.function(lambda x: self.net.window_model(x, training=False),
-                                    input_signature=[tf.TensorSpec([None, 64, 128, 1], tf.float32)])
-        self.readers = self._load_readers(model_dir) if config.reader == "auto" else []
-        log.info("model %s loaded on %s", model_dir, self.device)
-
-    def _load_readers(self, model_dir: Path) -> list:
-        """The model folder's plate readers (model.json "readers"), each a tf.function on
-        (N, 32, 128, 1) crops; none for a folder without readers."""
-        meta_path = model_dir / "model.json"
-        records = self.meta.get("readers", [])
-        if not isinstance(records, list):
-            raise ModelError(f"{meta_path}: \"readers\" must be a list")
-        from anprd.model import ReaderConfig, build_reader
-
-        readers = []
-        for record in records:
-            try:
-                weights = model_dir / record["weights"]
-                config = ReaderConfig.from_json(record["net"])
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ModelError(f"{meta_path}: bad reader description ({exc})") from None
-            if not weights.is_file():
-                raise ModelError(f"{weights}: reader weights missing (model.json names them)")
-            with self._tf.device(self.device):
-                try:
-                    model = build_reader(config)
-                except (TypeError, ValueError) as exc:
-                    raise ModelError(f"{meta_path}: bad reader description ({_first_line(exc)})") from None
-                _load_weights(model, weights)
-            readers.append(self._tf.function(
-                lambda x, model=model: model(x, training=False)["text"],
-                input_signature=[self._tf.TensorSpec([None, READER_H, READER_W, 1], self._tf.float32)]))
-            log.info("plate reader %s loaded", weights)
-        return readers
+        # the networks, on the runtime the config picks (anprd/runtime.py); TensorFlow is imported
+        # only when it serves one of them
+        self.networks = load_networks(model_dir, self.meta, config, readers=config.reader == "auto")
+        self.readers = self.networks.readers
+        self.device = self.networks.description
+        log.info("model %s loaded: %s", model_dir, self.device)
 
     @classmethod
     def from_config(cls, config: DetectorConfig, base_dir: Path | None = None) -> PlateDetector:
@@ -542,29 +451,36 @@ class PlateDetector:
 
     def _region_hits(self, gray: np.ndarray, regions: list[Region], scales: list[float]
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The presence grid inside pre-filter regions only: each level's `level_crops`, resized and
-        run on pages (`_paged_grids`)."""
+        """The presence grid inside regions only: each level's `level_crops`, resized and run on
+        pages (`_paged_grids`)."""
+        return self._regions_hits(gray, [(regions, scales)])[0]
+
+    def _regions_hits(self, gray: np.ndarray, searches: list[tuple[list[Region], list[float]]]
+                      ) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
+        """`_region_hits` of several (regions, scales) searches at once, their crops sharing pages
+        (a page costs a network call and is 1,024 px wide however little is on it), the hits of each
+        search apart (they are grouped apart)."""
         h, w = gray.shape[:2]
-        crops = []  # (resized crop, its scale, where it starts in the image)
-        for scale in scales:
-            for x0, y0, x1, y1 in level_crops(regions, scale, h, w):
-                level = _resize(gray[y0:y1, x0:x1], scale)
-                if level.shape[0] >= WINDOW_H and level.shape[1] >= WINDOW_W:
-                    crops.append((level, scale, (float(x0), float(y0))))
-        boxes, scores = [], []
-        grids = self._paged_grids([crop for crop, _, _ in crops])
-        for (logits, box_frac), (_, scale, origin) in zip(grids, crops, strict=True):
+        crops = []  # (resized crop, its scale, where it starts in the image, which search)
+        for n, (regions, scales) in enumerate(searches):
+            for scale in scales:
+                for x0, y0, x1, y1 in level_crops(regions, scale, h, w):
+                    level = _resize(gray[y0:y1, x0:x1], scale)
+                    if level.shape[0] >= WINDOW_H and level.shape[1] >= WINDOW_W:
+                        crops.append((level, scale, (float(x0), float(y0)), n))
+        hits: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in searches]
+        grids = self._paged_grids([crop for crop, _, _, _ in crops])
+        for (logits, box_frac), (_, scale, origin, n) in zip(grids, crops, strict=True):
             found = self._level_hits(logits, box_frac, scale, origin)
             if found is not None:
-                boxes.append(found[0])
-                scores.append(found[1])
-        return boxes, scores
+                hits[n][0].append(found[0])
+                hits[n][1].append(found[1])
+        return hits
 
     def _network_grid(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One detection-network call on a grayscale image: its grid's presence logits and boxes."""
-        with self._tf.device(self.device):
-            out = self._detect_fn(image[None, :, :, None].astype(np.float32))
-        return out["presence"].numpy()[0, :, :, 0], out["box"].numpy()[0]
+        out = self.networks.detection(image[None, :, :, None].astype(np.float32))
+        return out["presence"][0, :, :, 0], out["box"][0]
 
     def _paged_grids(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The detection network's grid over each crop, (rows, cols) presence logits and (rows, cols, 4)
@@ -602,22 +518,26 @@ class PlateDetector:
         return None
 
     # -- stage 3-4: group, verify and read -----------------------------------------------------------
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Plates in a BGR or grayscale uint8 image, most confident first."""
+    def detect(self, image: np.ndarray, plan: SearchPlan | None = None) -> list[Detection]:
+        """Plates in a BGR or grayscale uint8 image, most confident first.
+
+        `plan` (`cascade.plan.SearchPlan`) says where the network looks; None is a still image's
+        plan: the HOG pre-filter's regions and the coarse levels whole (or the whole pyramid with
+        `prefilter: none`). A video's cascade (`cascade.FrameCascade`) passes a plan per frame.
+        """
         if image is None or image.ndim not in (2, 3) or image.dtype != np.uint8:
             raise ValueError("expected an 8-bit grayscale or BGR image")
         if min(image.shape[:2]) < MIN_IMAGE_SIDE:  # a stray thumbnail in a folder is not an error
             return []
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        prefilter = self._active_prefilter()
+        plan = self._resolved(plan or still_plan(), gray)
+        self.last_regions = len(plan.regions)
+        if plan.empty:
+            return []
         scales = pyramid_scales(*gray.shape[:2], self.config)
-        if prefilter is None:
-            self.last_regions = 0
+        if plan.full_pyramid:
             proposals = self._proposals(self._grid_hits(gray, scales))
         else:
-            regions = prefilter.regions(gray, self.config.prefilter_threshold)
-            self.last_regions = len(regions)
-            proposals = self._proposals(self._region_hits(gray, regions, scales)) if regions else []
             # The levels for wide plates are small images, so scanning them whole is cheap, and it finds
             # the large tilted plates the HOG template misses. Regions still run at every level: a
             # crop's own grid phase finds plates the whole level's grid misses. The two sets of hits
@@ -625,8 +545,36 @@ class PlateDetector:
             # drags its averaged box off the plate (seen on `eu`); a whole-level proposal is read
             # only where the regions proposed nothing (reading dominates the time of a plate).
             whole = whole_scan_scales(scales, self.config.prefilter_full_scan_width)
-            proposals += _unproposed(self._proposals(self._grid_hits(gray, whole)), proposals)
+            if WHOLE_FRAME in plan.coarse or not plan.coarse:
+                found = self._region_hits(gray, list(plan.regions), scales) if plan.regions else ([], [])
+                coarse = self._grid_hits(gray, whole) if plan.coarse else ([], [])
+            else:  # coarse levels inside the plan's areas only (a video frame's moving parts)
+                band = (self.config.prefilter_full_scan_width, self.config.max_plate_width)
+                found, coarse = self._regions_hits(gray, [
+                    (list(plan.regions), scales),
+                    ([Region(area, band, 0.0, "coarse") for area in plan.coarse], whole)])
+            proposals = self._proposals(found)
+            proposals += _unproposed(self._proposals(coarse), proposals)
         return self.read([b for b, _ in proposals], gray, [s for _, s in proposals])
+
+    def _resolved(self, plan: SearchPlan, gray: np.ndarray) -> SearchPlan:
+        """`plan` with its `propose_in` areas turned into regions: the pre-filter's proposals there,
+        or, with no pre-filter, the areas themselves at every plate width (the whole frame: the whole
+        pyramid)."""
+        if plan.full_pyramid or not plan.propose_in:
+            return plan
+        prefilter = self._active_prefilter()
+        if prefilter is not None:
+            threshold = self.config.prefilter_threshold if plan.propose_threshold is None \
+                else plan.propose_threshold
+            proposed = tuple(not_covered(prefilter.regions_in(gray, plan.propose_in, threshold),
+                                         plan.regions))
+        elif WHOLE_FRAME in plan.propose_in:
+            return replace(plan, full_pyramid=True)
+        else:
+            widths = (self.config.min_plate_width, self.config.max_plate_width)
+            proposed = tuple(Region(area, widths, 0.0, "area") for area in plan.propose_in)
+        return replace(plan, regions=plan.regions + proposed, propose_in=())
 
     def _proposals(self, hits: tuple[list[np.ndarray], list[np.ndarray]]) -> list[_Proposal]:
         """One proposal per group of overlapping hits (`group_hits`): the score-weighted mean plate
@@ -695,11 +643,10 @@ class PlateDetector:
         pixels, and (N, T, C) float32 CTC posteriors."""
         windows, frames = zip(*(read_crop_window(gray, b) for b in boxes), strict=True)
         batch = np.stack(windows)[..., None].astype(np.float32)
-        with self._tf.device(self.device):
-            out = self._read_fn(batch)
-        presence = 1 / (1 + np.exp(-out["presence"].numpy()[:, 0]))
-        box_frac = out["box"].numpy()
-        probs = _softmax(out["text"].numpy())
+        out = self.networks.window(batch)
+        presence = 1 / (1 + np.exp(-out["presence"][:, 0]))
+        box_frac = out["box"]
+        probs = _softmax(out["text"])
         refined = []
         for (left, top, sx, sy), frac in zip(frames, box_frac, strict=True):
             fx0, fy0, fx1, fy1 = frac * [WINDOW_W, WINDOW_H, WINDOW_W, WINDOW_H]
@@ -713,8 +660,7 @@ class PlateDetector:
         batch = np.stack([reader_crop(gray, b)[0] for b in boxes])[..., None].astype(np.float32)
         if invert:
             batch = 255.0 - batch
-        with self._tf.device(self.device):
-            return np.stack([_softmax(reader(batch).numpy()) for reader in self.readers])
+        return np.stack([_softmax(reader(batch)["text"]) for reader in self.readers])
 
     def _decode(self, reads: np.ndarray
                 ) -> tuple[str, float, tuple[Candidate, ...], str | None, float] | None:

@@ -16,6 +16,7 @@ A pipeline is not thread-safe: one thread at a time calls it (the daemon's infer
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +26,13 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from anprd.config.cascade import CascadeConfig
 from anprd.config.source import CameraConfig
 from anprd.config.tracker import TrackerConfig
 from anprd.events import EventEmitter, EventSequencer
 from anprd.tracker import Tracker, TrackerUpdate
 from anprd.types import Box, Detection, Frame, PlateEvent
+from cascade import FrameCascade, SearchPlan
 
 if TYPE_CHECKING:
     from anprd.detector import PlateDetector
@@ -54,11 +57,21 @@ _CROP_MARGIN = 0.15
 
 
 class Detector(Protocol):
-    """What the pipeline needs of a detector (`anprd.detector.PlateDetector` is one)."""
+    """What the pipeline needs of a detector (`anprd.detector.PlateDetector` is one). A detector
+    whose `detect` also takes a `plan` (`cascade.SearchPlan`) is driven by the camera's search
+    cascade; one that does not sees every frame whole."""
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Plates in a BGR uint8 image, most confident first."""
         ...
+
+
+def _takes_plans(detector: Detector) -> bool:
+    """Whether `detector.detect` takes a search plan (and, with it, a grayscale frame)."""
+    try:
+        return "plan" in inspect.signature(detector.detect).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no way to ask, so no plans
+        return False
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class ProcessedFrame:
     update: TrackerUpdate
     events: tuple[PlateEvent, ...]
     inference_s: float
+    plan: SearchPlan | None = None
 
 
 def mask_contours(polygons: Sequence[Sequence[tuple[float, float]]] | None) -> list[np.ndarray]:
@@ -145,6 +159,10 @@ class CameraPipeline:
         Called with each event, in order, as soon as it is made.
     metrics
         When given: frames processed, inference time and active tracks are recorded.
+    cascade
+        The search cascade's settings (`anprd.config.cascade.CascadeConfig`): each frame's search is
+        planned from motion, the live tracks and a schedule (`cascade.FrameCascade`). None, or a
+        detector whose `detect` takes no plan: every frame is searched whole, as a still image.
     """
 
     def __init__(
@@ -155,9 +173,11 @@ class CameraPipeline:
         sequencer: EventSequencer,
         publish: Callable[[PlateEvent], None],
         metrics: Metrics | None = None,
+        cascade: CascadeConfig | None = None,
     ) -> None:
         self._camera = camera
         self._contours = mask_contours(camera.mask)
+        self._cascade = FrameCascade(cascade, self._contours) if cascade is not None else None
         self.detector = detector
         self._sequencer = sequencer
         self._publish = publish
@@ -196,6 +216,22 @@ class CameraPipeline:
             raise ValueError(f"camera id cannot change ({self._camera.id!r} -> {camera.id!r})")
         self._camera = camera
         self._contours = mask_contours(camera.mask)
+        if self._cascade is not None:
+            self._cascade.set_config(self._cascade.config, self._contours)
+
+    @property
+    def cascade(self) -> FrameCascade | None:
+        """The camera's search cascade (None: every frame searched whole)."""
+        return self._cascade
+
+    def set_cascade_config(self, config: CascadeConfig | None) -> None:
+        """Take new cascade settings (a reload); the next frame is searched whole."""
+        if config is None:
+            self._cascade = None
+        elif self._cascade is None:
+            self._cascade = FrameCascade(config, self._contours)
+        elif config != self._cascade.config:
+            self._cascade.set_config(config, self._contours)
 
     def set_tracker_config(self, config: TrackerConfig) -> tuple[PlateEvent, ...]:
         """Restart tracking with new settings; live tracks are flushed first (their events are
@@ -214,7 +250,14 @@ class CameraPipeline:
     def process(self, frame: Frame) -> ProcessedFrame:
         """Detect, mask, track and publish the events of one frame."""
         started = time.perf_counter()
-        found = self.detector.detect(frame.image)
+        plan = None
+        if self._cascade is not None and _takes_plans(self.detector):
+            gray = frame.image if frame.image.ndim == 2 else cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+            predicted = self._tracker.predicted_boxes(frame.timestamp)
+            plan = self._cascade.plan(gray, frame.timestamp, predicted, self.detector.config)  # type: ignore[attr-defined]
+            found = self.detector.detect(gray, plan=plan)  # type: ignore[call-arg]
+        else:
+            found = self.detector.detect(frame.image)
         inference_s = time.perf_counter() - started
         kept, dropped = apply_mask(found, self._contours)
         update = self._tracker.update(kept, frame.timestamp, frame.sequence)
@@ -235,6 +278,7 @@ class CameraPipeline:
             update=update,
             events=events,
             inference_s=inference_s,
+            plan=plan,
         )
 
     def expire(self, now: float) -> tuple[PlateEvent, ...]:

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from anprd.annotate import draw_detections, overwritten_input
 from anprd.config import (
     AnprdConfig,
     CameraConfig,
+    CascadeConfig,
     ReplayPace,
     TrackerConfig,
     load_config,
@@ -48,7 +49,7 @@ from anprd.ctc import ALPHABET, normalise_plate
 from anprd.detector import PlateDetector
 from anprd.errors import AnprdError
 from anprd.events import EventSequencer, event_to_json
-from anprd.grabber import DEFAULT_VIDEO_FPS, SourceState, open_source, usable_frame_rate
+from anprd.grabber import DEFAULT_VIDEO_FPS, FrameSource, SourceState, open_source, usable_frame_rate
 from anprd.logs import setup_logging
 from anprd.pipeline import CameraPipeline, ProcessedFrame, mask_contours, warm_up
 from anprd.types import PlateEvent
@@ -61,6 +62,7 @@ __all__ = [
     "format_summary",
     "read_truth",
     "replay_command",
+    "run_source",
     "score_events",
     "summary_json",
 ]
@@ -282,6 +284,27 @@ class _Annotator:
 # --- the command ---------------------------------------------------------------------------------
 
 
+def run_source(source: FrameSource, pipeline: CameraPipeline,
+               each: Callable[[ProcessedFrame], None] | None = None, max_frames: int | None = None) -> float:
+    """Process the frames of a started `source` through `pipeline` in order until it ends (or
+    `max_frames`), then flush the pipeline; returns the seconds it took.
+
+    The source decodes in its own thread into a bounded queue (`anprd.grabber.FrameSource`, and
+    with ``replay_pace: fast`` it waits rather than drop), so decoding the next frames overlaps the
+    detector's work on this one: the detector never waits on the decoder unless decoding is the
+    slower stage. `anprd replay` and `make bench` both run this.
+    """
+    started = time.perf_counter()
+    for count, frame in enumerate(source, start=1):
+        processed = pipeline.process(frame)
+        if each is not None:
+            each(processed)
+        if max_frames is not None and count >= max_frames:
+            break
+    pipeline.flush()
+    return time.perf_counter() - started
+
+
 def _probe(video: Path, camera: CameraConfig) -> tuple[int | None, float]:
     """Frame count (None if unknown) and frame rate, for the progress bar and the output video."""
     if video.is_dir():
@@ -295,8 +318,9 @@ def _probe(video: Path, camera: CameraConfig) -> tuple[int | None, float]:
     return (count if count > 0 else None), usable_frame_rate(fps) or DEFAULT_VIDEO_FPS
 
 
-def _settings(args: argparse.Namespace) -> tuple[DetectorConfig, TrackerConfig, CameraConfig, Path | None]:
-    """Detector, tracker and camera settings from --config, --model and --camera-id."""
+def _settings(args: argparse.Namespace
+              ) -> tuple[DetectorConfig, TrackerConfig, CascadeConfig, CameraConfig, Path | None]:
+    """Detector, tracker, cascade and camera settings from --config, --model and --camera-id."""
     config: AnprdConfig | None = None
     base_dir: Path | None = None
     if getattr(args, "config", None):
@@ -304,6 +328,7 @@ def _settings(args: argparse.Namespace) -> tuple[DetectorConfig, TrackerConfig, 
         base_dir = Path(args.config).absolute().parent
     detector = config.detector if config else DetectorConfig()
     tracker = config.tracker if config else TrackerConfig()
+    cascade = config.cascade if config else CascadeConfig()
     if getattr(args, "model", None):
         detector = detector.model_copy(update={"model": str(Path(args.model).absolute())})
     camera_id = getattr(args, "camera_id", None) or "replay"
@@ -329,7 +354,7 @@ def _settings(args: argparse.Namespace) -> tuple[DetectorConfig, TrackerConfig, 
             f"{mask_url(camera.url)}: replay reads video files and image folders; "
             f"use anprd run for {camera.kind.value} sources"
         )
-    return detector, tracker, camera, base_dir
+    return detector, tracker, cascade, camera, base_dir
 
 
 def _quiet_video_libraries() -> None:
@@ -360,7 +385,7 @@ def _replay(args: argparse.Namespace) -> int:
         raise ReplayError(f"{annotate}: annotated video must end in .mp4 (mp4v) or .avi (MJPG)")
     if annotate is not None and overwritten_input(annotate, [Path(args.video)]) is not None:
         raise ReplayError(f"{annotate}: --annotate would overwrite the video being replayed")
-    detector_config, tracker_config, camera, base_dir = _settings(args)
+    detector_config, tracker_config, cascade_config, camera, base_dir = _settings(args)
     setup_logging("WARNING")  # the progress bar and the events own the terminal
     video = Path(args.video)
     frame_count, fps = _probe(video, camera)
@@ -376,20 +401,19 @@ def _replay(args: argparse.Namespace) -> int:
             events.append(event)
             print(json.dumps(event_to_json(event), ensure_ascii=False), flush=True)
 
-        pipeline = CameraPipeline(camera, detector, tracker_config, EventSequencer(), publish)
+        pipeline = CameraPipeline(camera, detector, tracker_config, EventSequencer(), publish,
+                                  cascade=cascade_config)
         progress = tqdm(
             total=frame_count, unit="frame", desc=video.name, file=sys.stderr,
             disable=not sys.stderr.isatty(), leave=False,
         )
-        started = time.perf_counter()
+        def each(processed: ProcessedFrame) -> None:
+            if annotator is not None:
+                annotator.write(processed)
+            progress.update(1)
+
         with progress:
-            for frame in source:
-                processed = pipeline.process(frame)
-                if annotator is not None:
-                    annotator.write(processed)
-                progress.update(1)
-            pipeline.flush()
-        elapsed = time.perf_counter() - started
+            elapsed = run_source(source, pipeline, each)
     finally:
         source.stop()
         if annotator is not None:

@@ -309,6 +309,11 @@ class Tracker:
         """All live tracks, confirmed or not."""
         return tuple(state.track for state in self._states)
 
+    def predicted_boxes(self, frame_time: float) -> tuple[Box, ...]:
+        """Where each live track's plate is expected at `frame_time`, as `update` predicts it
+        (the search cascade looks there first); asking changes nothing."""
+        return tuple(state.motion.predict(frame_time) for state in self._states)
+
     def update(
         self, detections: Sequence[Detection], frame_time: float, frame_number: int
     ) -> TrackerUpdate:

@@ -1,4 +1,4 @@
-"""Train the HOG + linear SVM plate pre-filter that `anprd/prefilter.py` runs (`detector.prefilter: hog`).
+"""Train the HOG + linear SVM plate pre-filter that `cascade/hog.py` runs (`detector.prefilter: hog`).
 
     python -m cascade.train_hog --out models/hog-v1 --seed 1 --backgrounds ../shared/data/streets
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anprd.prefilter import DEFAULT_PAD, HOG_FORMAT, HogParams, HogPrefilter
+from cascade.hog import DEFAULT_PAD, HOG_FORMAT, HogParams, HogPrefilter
 
 __all__ = ["FILL", "Frame", "context_box", "cut_window", "main", "train_linear_svm"]
 

@@ -182,7 +182,7 @@ def measure(model: Path) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
 
     from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
-    from anprd.prefilter import HogPrefilter
+    from cascade.hog import HogPrefilter
 
     def entry(figures: dict[str, int]) -> dict[str, dict[str, int]]:
         print(f"  {figures}", file=sys.stderr)

@@ -146,3 +146,40 @@ def test_no_boxed_real_plate_survives_in_the_clip(tmp_path: Path, boxed: bool) -
     # the smooth street stays within ~90..170 (gain drift, noise, codec); the patch is 0 and 255
     extreme = (frames.max(axis=3) > 200).any() or (frames.min(axis=3) < 40).any()
     assert extreme == (not boxed), "boxed patch must be gone; an unboxed one shows (the check works)"
+
+
+# --- the bench clips -------------------------------------------------------------------------------
+
+
+def test_a_static_clip_keeps_one_background_and_a_vehicle_in_view(tmp_path: Path) -> None:
+    files, boxes = _background_files(_builtin_dir())
+    rng = np.random.default_rng(5)
+    assert len(_schedule_sceneries(files, boxes, SIZE, 400, FPS, rng, static=True)) == 1
+    assert len(_schedule_sceneries(files, boxes, SIZE, 400, FPS, np.random.default_rng(5))) > 1
+    summary = render_clip(tmp_path / "static.mp4", tmp_path / "static.truth.csv", seed=4,
+                          backgrounds=_builtin_dir(), seconds=6.0, fps=30.0, size=(960, 540), static=True,
+                          gate_share=0.5, gate_slowdown=2.0)
+    assert summary.rows and summary.fps == 30.0 and summary.frames == 180
+    assert 0.6 <= summary.busy_share <= 1.0  # a vehicle in view in most frames
+    assert summary.plate_widths[0] >= 60 - 1e-6 and summary.plate_widths[1] > summary.plate_widths[0]
+    assert len(video_frames(summary.video)) == 180
+
+
+def test_bench_clips_already_rendered_are_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from train.clip import BENCH_CLIPS, bench_clip_paths
+
+    for name in BENCH_CLIPS:
+        for path in bench_clip_paths(name, tmp_path):
+            path.write_bytes(b"kept")
+    assert main(["--bench", "--bench-dir", str(tmp_path)]) == 0
+    assert all(p.read_bytes() == b"kept" for n in BENCH_CLIPS for p in bench_clip_paths(n, tmp_path))
+    assert capsys.readouterr().out.count("there already") == len(BENCH_CLIPS)
+    assert set(BENCH_CLIPS) == {"720p", "1080p"}
+    assert {spec.size for spec in BENCH_CLIPS.values()} == {(1280, 720), (1920, 1080)}
+    assert all(spec.fps == 30 for spec in BENCH_CLIPS.values())
+
+
+def test_without_bench_seed_and_out_are_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", "x.mp4"])
+    assert exit_info.value.code == 2 and "--seed and --out are required" in capsys.readouterr().err

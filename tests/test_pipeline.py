@@ -165,3 +165,25 @@ def test_a_mask_over_the_plate_silences_it(
     assert any(d.box.iou(expected[0].box) > 0.3 for d in result.detections) and not result.masked
     with pytest.raises(ValueError, match="camera id"):
         pipeline.set_camera(CameraConfig(id="other", url="unused.mp4"))
+
+
+def test_with_the_cascade_a_tracked_plate_is_followed_in_its_track_region(
+    detector: PlateDetector, plate_scene: tuple[np.ndarray, list[Detection]]
+) -> None:
+    from anprd.config import CascadeConfig
+
+    image, expected = plate_scene
+    cascade = CascadeConfig(full_pass_interval_s=100, full_pass_slices=1)
+    pipeline = CameraPipeline(_camera(), detector, TrackerConfig(min_frames=3), EventSequencer(),
+                              lambda event: None, cascade=cascade)
+    results = [pipeline.process(frame) for frame in _frames(image, 4)]
+    assert [r.plan.reason for r in results] == ["scheduled", "tracks", "tracks", "tracks"]
+    for result in results[1:]:  # nothing moves: only the track's region is searched, and it holds the plate
+        assert [r.source for r in result.plan.regions] == ["track"] and not result.plan.propose_in
+        x0, y0, x1, y1 = result.plan.regions[0].box
+        cx, cy = expected[0].box.center
+        assert x0 < cx < x1 and y0 < cy < y1
+        assert [d.text for d in result.detections] == [expected[0].text]
+    assert len(set(results[-1].track_ids)) == 1 and pipeline.flush()[0].plate == expected[0].text
+    whole = CameraPipeline(_camera(), detector, TrackerConfig(), EventSequencer(), lambda event: None)
+    assert whole.cascade is None and whole.process(_frames(image, 1)[0]).plan is None

@@ -29,7 +29,8 @@ from anprd.detector import (
     pyramid_scales,
     whole_scan_scales,
 )
-from anprd.prefilter import HogPrefilter, Region, merge_boxes
+from cascade.hog import HogPrefilter, merge_boxes
+from cascade.plan import Region
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / DetectorConfig().model  # the shipped default model
@@ -134,8 +135,7 @@ def test_each_crop_on_a_page_gets_the_grid_it_has_run_alone(detector):
         # a crop placed one cell off on its page would match its own grid better shifted by a cell.
         padded = cv2.copyMakeBorder(crop, 0, 8 * (rows + 7) - crop.shape[0] + PAGE_GAP, 0,
                                     8 * (cols + 15) - crop.shape[1] + PAGE_GAP, cv2.BORDER_REPLICATE)
-        out = detector._detect_fn(padded[None, :, :, None].astype(np.float32))
-        alone = out["presence"].numpy()[0, :, :, 0]
+        alone, _ = detector._network_grid(padded)  # one network call on the padded crop alone
         inner = logits[1:-1, 1:-1]
 
         def mismatch(dr: int, dc: int, alone=alone, rows=rows, cols=cols, inner=inner) -> float:

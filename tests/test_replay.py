@@ -243,3 +243,41 @@ def test_summary_without_truth_or_events_has_nulls_not_guesses() -> None:
     assert summary["events"] == 0 and summary["fps"] == 3.0
     assert all(summary[k] is None for k in EXPECTED_SUMMARY_KEYS - {"events", "fps"})
     assert summary_json([], [TruthPlate("AB1", None, None, 1)], fps=1.0)["precision"] is None
+
+
+def test_replay_decodes_ahead_in_its_own_thread_and_processes_every_frame_in_order(
+    sample_video: Path,
+) -> None:
+    from anprd.config import CameraConfig, CascadeConfig, ReplayPace, TrackerConfig
+    from anprd.detector import PlateDetector
+    from anprd.events import EventSequencer
+    from anprd.grabber import open_source
+    from anprd.pipeline import CameraPipeline
+    from anprd.replay import run_source
+
+    detector = PlateDetector(MODEL, DetectorConfig())
+    camera = CameraConfig(id="file", url=str(sample_video), replay_pace=ReplayPace.FAST, queue_size=4)
+    pipeline = CameraPipeline(camera, detector, TrackerConfig(), EventSequencer(), lambda event: None,
+                              cascade=CascadeConfig())
+    source = open_source(camera)
+    sequences, depths = [], []
+
+    def each(processed) -> None:
+        sequences.append(processed.frame.sequence)
+        depths.append(source.stats().queue_depth)  # frames decoded while this one was being detected
+
+    try:
+        seconds = run_source(source, pipeline, each)
+    finally:
+        source.stop()
+    assert sequences == list(range(30)) and seconds > 0  # flat out: every frame, in order
+    assert max(depths) > 0 and max(depths) <= 4  # the decoder ran ahead, into a bounded queue
+    assert pipeline.cascade is not None and sum(pipeline.cascade.counts.values()) == 30
+
+
+def test_replay_reads_the_cascade_section_of_its_config(clip: tuple[Path, Path], tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"cameras: [{{id: x, url: {clip[0]}}}]\ncascade: {{new_plate_every: 0}}\n")
+    result = _anprd("replay", str(clip[0]), "--config", str(config), "--json")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "cascade.new_plate_every" in result.stderr and "Traceback" not in result.stderr

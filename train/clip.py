@@ -16,6 +16,12 @@ Output is deterministic for a seed.
 
     python -m train.clip --seed 1 --out samples/clip.mp4 --truth samples/clip.truth.csv
     python -m train.clip --seed 2 --out data/clip2.mp4 --seconds 20 --size 1280x720 --vehicles 12
+    python -m train.clip --bench            # the bench clips (`BENCH_CLIPS`) into data/bench/
+
+The bench clips (`make bench-clips`, or rendered by `make bench` when missing) are what the speed
+figures of `make bench` replay: a static camera (one street photo, no cuts), 30 fps, 1280x720 and
+1920x1080, cars passing at road speed and, about one in three, at gate speed (slowly, stopping a
+few seconds), plates 60-300 px wide, a vehicle in view most of the time.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import csv
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -43,10 +49,14 @@ from train.gen import (
 )
 
 __all__ = [
+    "BENCH_CLIPS",
+    "BENCH_DIR",
     "DEFAULT_STREETS",
     "ClipSummary",
     "TruthRow",
+    "bench_clip_paths",
     "main",
+    "render_bench_clips",
     "remove_plates",
     "render_clip",
 ]
@@ -68,6 +78,26 @@ BODY_COLOURS = ((235, 235, 232), (200, 198, 195), (150, 150, 148), (95, 95, 95),
 MAX_OCCLUDED_RUN = 7  # frames: the tracker survives up to 10 misses; stay well inside that
 NOISE_SIGMA = 2.0  # sensor noise in grey levels; cheap in mp4 bytes (~0.4 MB of a 40 s clip)
 BUNDLE_LIMIT_BYTES = 10_000_000  # the clip shipped in the repo must stay under this
+BENCH_DIR = Path(__file__).resolve().parent.parent / "data" / "bench"  # git-ignored
+
+
+@dataclass(frozen=True)
+class BenchClip:
+    """How one bench clip is rendered (`render_bench_clips`)."""
+
+    size: tuple[int, int]
+    seed: int
+    seconds: float
+    fps: float = 30.0
+    gate_share: float = 0.3  # vehicles that drive at gate speed: slowly, stopping a while
+    gate_slowdown: float = 2.0  # their plates stay readable this many times longer
+
+
+# Seeds chosen so that vehicles are in view in most frames and plates reach 250-300 px.
+BENCH_CLIPS: dict[str, BenchClip] = {
+    "720p": BenchClip((1280, 720), seed=28, seconds=24.0),
+    "1080p": BenchClip((1920, 1080), seed=29, seconds=16.0),
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,8 @@ class ClipSummary:
     overlapping: int  # vehicles whose truth range overlaps another's
     bytes: int
     seconds_taken: float
+    busy_share: float = 0.0  # share of frames with a vehicle (faded in or not) in the picture
+    plate_widths: tuple[float, float] = (0.0, 0.0)  # narrowest, widest plate in the truth frames
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,7 +446,8 @@ def _unique_specs(rng: np.random.Generator, count: int) -> list[PlateSpec]:
 
 def _schedule_sceneries(files: list[Path], boxes: dict[Path, list[tuple[int, int, int, int]]],
                         size: tuple[int, int], frames: int, fps: float,
-                        rng: np.random.Generator) -> list[Scenery]:
+                        rng: np.random.Generator, static: bool = False) -> list[Scenery]:
+    """Background segments; `static`: one for the whole clip (a fixed camera)."""
     sceneries: list[Scenery] = []
     start, previous = 0, None
     while start < frames:
@@ -422,7 +455,7 @@ def _schedule_sceneries(files: list[Path], boxes: dict[Path, list[tuple[int, int
         fade = 0 if not sceneries or rng.random() < 0.4 else int(round(0.5 * fps))
         sceneries.append(_make_scenery(image, size, rng, start, fade))
         previous = path
-        start += int(round(rng.uniform(7, 11) * fps))
+        start = frames if static else start + int(round(rng.uniform(7, 11) * fps))
     return sceneries
 
 
@@ -436,13 +469,15 @@ def _scenery_at(sceneries: list[Scenery], frame: int) -> int:
 
 def _schedule_vehicles(specs: list[PlateSpec], fonts: list[Path], sceneries: list[Scenery],
                        size: tuple[int, int], frames: int, fps: float, rng: np.random.Generator,
-                       min_width: float) -> list[Vehicle]:
+                       min_width: float, gate_share: float = 0.1,
+                       gate_slowdown: float = 1.0) -> list[Vehicle]:
     seconds = frames / fps
     count = len(specs)
     readable_max = min(2.7, 0.45 * seconds)
     mean_gap = max(0.5, (seconds - 4.5) / max(1, count))  # ~4.5 s: one vehicle's time in view
-    stops = max(1, round(count / 10)) if count >= 3 else 0  # about one vehicle in ten stops a while
-    stoppers = set(rng.choice(count, size=stops, replace=False).tolist()) if stops else set()
+    # about one vehicle in ten (gate_share) stops a while, driving gate_slowdown times slower
+    stops = max(1, round(count / (1 / gate_share))) if count >= 3 and gate_share > 0 else 0
+    stoppers = set(rng.choice(count, size=min(stops, count), replace=False).tolist()) if stops else set()
     placed: list[Vehicle] = []
     start = int(rng.uniform(0.1, 0.6) * fps)
     while len(placed) < count and start < frames:
@@ -463,6 +498,8 @@ def _schedule_vehicles(specs: list[PlateSpec], fonts: list[Path], sceneries: lis
             lane = Lane(side * (half + rng.uniform(0.45, 0.9)), rng.uniform(0.9, 1.4))
             stop_s = rng.uniform(1.6, 2.6) if i in stoppers else 0.0
             readable = rng.uniform(min(2.0, readable_max), readable_max)
+            if i in stoppers and gate_slowdown != 1.0:
+                readable = min(readable * gate_slowdown, 0.8 * seconds)
             if not _plan_motion(v, lane, scenery, size, fps, readable, approach, stop_s, rng, min_width):
                 continue
             v.start = begin
@@ -781,12 +818,15 @@ def _truth(vehicles: list[Vehicle], size: tuple[int, int], frames: int, min_widt
 
 def render_clip(out: Path, truth: Path, seed: int, backgrounds: Path | None, seconds: float = 40.0,
                 fps: float = 25.0, size: tuple[int, int] = (960, 540), vehicles: int | None = None,
-                min_plate_width: float = MIN_PLATE_WIDTH) -> ClipSummary:
+                min_plate_width: float = MIN_PLATE_WIDTH, static: bool = False, gate_share: float = 0.1,
+                gate_slowdown: float = 1.0) -> ClipSummary:
     """Render the clip to `out` (mp4v) and its truth CSV to `truth`; deterministic for `seed`.
 
     backgrounds: a folder of street photos (a boxes.tsv there lists plates to remove), or None for
     scikit-image's bundled photos. vehicles: how many to try to fit (default: as many as fit, about
-    one every two seconds: vehicles must not hide each other's plates while readable).
+    one every two seconds: vehicles must not hide each other's plates while readable). static: one
+    background for the whole clip (a fixed camera, no cuts or fades). gate_share: the share of
+    vehicles that stop a while; gate_slowdown: how many times slower than the others they drive.
     """
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -794,10 +834,11 @@ def render_clip(out: Path, truth: Path, seed: int, backgrounds: Path | None, sec
     width, height = size
     count = vehicles if vehicles is not None else max(1, int(round(seconds * 0.75)))  # as many as fit
     files, boxes = _background_files(backgrounds)
-    sceneries = _schedule_sceneries(files, boxes, size, frames, fps, rng)
+    sceneries = _schedule_sceneries(files, boxes, size, frames, fps, rng, static)
     specs = _unique_specs(rng, count)
     fonts = available_fonts()
-    placed = _schedule_vehicles(specs, fonts, sceneries, size, frames, fps, rng, min_plate_width)
+    placed = _schedule_vehicles(specs, fonts, sceneries, size, frames, fps, rng, min_plate_width, gate_share,
+                                gate_slowdown)
     pedestrian, hidden = _add_pedestrian(placed, size, frames, fps, rng, min_plate_width)
     rows = _truth(placed, size, frames, min_plate_width)
 
@@ -850,9 +891,42 @@ def render_clip(out: Path, truth: Path, seed: int, backgrounds: Path | None, sec
     spans = [(r.first_frame, r.last_frame) for r in rows]
     overlapping = sum(any(a <= d and c <= b for j, (c, d) in enumerate(spans) if j != i)
                       for i, (a, b) in enumerate(spans))
+    busy = np.zeros(frames, bool)
+    widths = []
+    for v in placed:
+        busy[max(0, v.start): min(frames, v.end + 1)] = True
+        ok = v.eligible(size, min_plate_width)
+        widths += np.ptp(v.plate_quads[ok][:, :, 0], axis=1).tolist() if ok.any() else []
     return ClipSummary(out, truth, frames, fps, size, tuple(rows), tuple(v.text for v in placed if v.stops),
                        (hidden.text,) if hidden is not None else (), overlapping, out.stat().st_size,
-                       time.perf_counter() - began)
+                       time.perf_counter() - began, float(busy.mean()) if frames else 0.0,
+                       (min(widths), max(widths)) if widths else (0.0, 0.0))
+
+
+def bench_clip_paths(name: str, folder: Path = BENCH_DIR) -> tuple[Path, Path]:
+    """(video, truth CSV) of the bench clip `name` (a key of `BENCH_CLIPS`) in `folder`."""
+    return folder / f"bench-{name}.mp4", folder / f"bench-{name}.truth.csv"
+
+
+def render_bench_clips(folder: Path = BENCH_DIR, backgrounds: Path | None = None, force: bool = False,
+                       names: tuple[str, ...] | None = None) -> dict[str, ClipSummary | None]:
+    """Render the bench clips (`BENCH_CLIPS`) into `folder`, each unless it is there already
+    (`force`: again). Returns each clip's summary, None for those already there."""
+    if backgrounds is None and DEFAULT_STREETS.is_dir():
+        backgrounds = DEFAULT_STREETS
+    done: dict[str, ClipSummary | None] = {}
+    for name in names or tuple(BENCH_CLIPS):
+        spec = BENCH_CLIPS[name]
+        video, truth = bench_clip_paths(name, folder)
+        if video.is_file() and truth.is_file() and not force:
+            done[name] = None
+            continue
+        partial = video.with_name(video.stem + ".partial.mp4")  # never leave half a clip under its name
+        summary = render_clip(partial, truth, spec.seed, backgrounds, spec.seconds, spec.fps, spec.size,
+                              static=True, gate_share=spec.gate_share, gate_slowdown=spec.gate_slowdown)
+        partial.replace(video)
+        done[name] = replace(summary, video=video)
+    return done
 
 
 # --------------------------------------------------------------------------------------------------
@@ -870,8 +944,14 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.clip", description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="the video to write (.mp4, fourcc mp4v)")
+    parser.add_argument("--seed", type=int, help="random seed (required unless --bench)")
+    parser.add_argument("--out", type=Path,
+                        help="the video to write (.mp4, fourcc mp4v; required unless --bench)")
+    parser.add_argument("--bench", action="store_true",
+                        help=f"render the bench clips ({', '.join(BENCH_CLIPS)}) into --bench-dir, those "
+                             "not there yet (with --force: all)")
+    parser.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help=f"default {BENCH_DIR}")
+    parser.add_argument("--force", action="store_true", help="with --bench: render clips already there again")
     parser.add_argument("--truth", type=Path, help="truth CSV (default: OUT with .truth.csv)")
     parser.add_argument("--backgrounds", type=Path,
                         help=f"folder of street photos, boxes.tsv marking plates to remove (default: "
@@ -884,6 +964,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-plate-width", type=float, default=MIN_PLATE_WIDTH,
                         help="narrowest plate (px) that counts as visible in the truth (default 60)")
     args = parser.parse_args(argv)
+    if args.bench:
+        return _bench_main(args)
+    if args.seed is None or args.out is None:
+        parser.error("--seed and --out are required (or --bench)")
     if args.seconds <= 0 or args.fps <= 0:
         parser.error("--seconds and --fps must be positive")
     if args.vehicles is not None and args.vehicles < 0:
@@ -913,6 +997,25 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(summary.stopped) or '-'}; hidden by a pedestrian: "
           f"{', '.join(summary.occluded) or '-'}) "
           f"in {summary.seconds_taken:.0f} s")
+    return 0
+
+
+def _bench_main(args: argparse.Namespace) -> int:
+    try:
+        done = render_bench_clips(args.bench_dir, args.backgrounds, args.force)
+    except (FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"train.clip: {exc}", file=sys.stderr)
+        return 2
+    for name, summary in done.items():
+        video, truth = bench_clip_paths(name, args.bench_dir)
+        if summary is None:
+            print(f"{video} and {truth} are there already (--force renders them again)")
+            continue
+        print(f"wrote {video} ({summary.bytes / 1e6:.1f} MB, {summary.frames} frames, {summary.size[0]}x"
+              f"{summary.size[1]} @ {summary.fps:g} fps) and {truth}: {len(summary.rows)} plates "
+              f"{summary.plate_widths[0]:.0f}-{summary.plate_widths[1]:.0f} px wide, a vehicle in view in "
+              f"{100 * summary.busy_share:.0f}% of frames, stopping: {', '.join(summary.stopped) or '-'}; "
+              f"in {summary.seconds_taken:.0f} s")
     return 0
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from anprd.config.base import AnprdBaseModel
+from anprd.config.cascade import CascadeConfig
 from anprd.config.detector import DetectorConfig
 from anprd.config.publisher import PublisherConfig
 from anprd.config.service import LoggingConfig, MetricsConfig, NotifyConfig
@@ -36,6 +37,7 @@ from anprd.errors import AnprdError
 __all__ = [
     "AnprdConfig",
     "CameraConfig",
+    "CascadeConfig",
     "ConfigError",
     "DetectorConfig",
     "FieldRuleError",
@@ -68,6 +70,11 @@ class AnprdConfig(AnprdBaseModel):
     )
     tracker: TrackerConfig = Field(
         default_factory=TrackerConfig, description="Following plates across frames."
+    )
+    cascade: CascadeConfig = Field(
+        default_factory=CascadeConfig,
+        description="Where the detector looks in each video frame: motion gate, tracks, proposals, "
+        "scheduled whole-frame pass.",
     )
     publisher: PublisherConfig = Field(
         default_factory=PublisherConfig, description="Where plate events are sent."

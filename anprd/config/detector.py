@@ -67,9 +67,20 @@ class DetectorConfig(AnprdBaseModel):
                                  "look-alikes (I/1, O/0/D, B/8, S/5, Z/2, G/6) into what the format "
                                  "demands and drops band letters at the ends; the event's `pattern` "
                                  "names the country. Empty: readings are left as read.")
-    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow "
-                                                   "sees one.")
-    threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0 = all cores).")
+    runtime: Literal["auto", "onnxruntime", "openvino", "tensorflow"] = Field(
+        "auto", description="What runs the networks: 'auto' uses the model folder's exported ONNX files "
+        "(`make export`) with ONNX Runtime (else OpenVINO when installed), and TensorFlow for a network "
+        "without a current export (a fine-tuned reader); naming one makes a missing export an error. "
+        "Only 'tensorflow' (or a network left on it) imports TensorFlow (docs/speed.md).")
+    precision: Literal["auto", "float32", "int8"] = Field(
+        "auto", description="Which exported files a fast runtime loads: 'auto' is float32 (the "
+        "TensorFlow model's figures); 'int8' the statically quantised files, faster with OpenVINO "
+        "but 1-4 points lower read rates (docs/speed.md). TensorFlow always runs the float weights.")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="'auto' uses a GPU when one is "
+                                                   "usable: ONNX Runtime's GPU build with CUDA (`make "
+                                                   "setup GPU=1`), or TensorFlow's when TensorFlow "
+                                                   "serves; 'gpu' fails when the runtime sees none.")
+    threads: int = Field(0, ge=0, description="Threads per network call (0 = all cores).")
     prefilter: Literal["none", "hog"] = Field("hog", description="Region proposals before the CNN: "
                                              "'hog' runs the HOG + linear SVM pre-filter and scans only "
                                              "its regions, at the pyramid levels their size calls for "

@@ -1,5 +1,7 @@
 """HOG + linear SVM pre-filter: cheap plate proposals, so the CNN looks at a few regions, not a pyramid.
 
+The cascade's proposal stage (training: cascade/train_hog.py).
+
 1. OpenCV's `HOGDescriptor.detect` slides a small window (64x24: a plate plus some context) over
    each level of an image pyramid (step `scale_step`, 1.3 for hog-v1) on an 8 pixel grid and scores
    every position with a linear SVM: one dot product per window.
@@ -16,8 +18,8 @@ The model is a folder holding `hog.yml` (OpenCV's own `HOGDescriptor.save` file:
 block geometry and the SVM detector vector, weights followed by -rho) and `hog.json` (format tag,
 the framing and scale step used in training, and how it was made and measured).
 
-    prefilter = HogPrefilter.load(Path("models/hog-v1"))
-    regions = prefilter.regions(gray)   # Region(box, plate_widths, score), best first
+    prefilter = HogPrefilter.load("models/hog-v1")
+    regions = prefilter.regions(gray)   # cascade.plan.Region(box, plate_widths, score), best first
     boxes = prefilter.propose(gray)     # the same regions as (x0, y0, x1, y1) tuples
 """
 
@@ -31,7 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anprd.detector import ModelError, resolve_model_dir
+from cascade.models import ModelError, resolve_model_dir
+from cascade.plan import WHOLE_FRAME, Region
 
 __all__ = ["HOG_FORMAT", "HogParams", "HogPrefilter", "Region", "merge_boxes"]
 
@@ -70,15 +73,6 @@ class HogParams:
     def to_json(self) -> dict[str, object]:
         return {"window": list(self.window), "block": list(self.block),
                 "block_stride": list(self.block_stride), "cell": list(self.cell), "nbins": self.nbins}
-
-
-@dataclass(frozen=True)
-class Region:
-    """A proposed region in image pixels and the plate widths (pixels) it may hold."""
-
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1
-    plate_widths: tuple[float, float]  # narrowest, widest plate its hits imply
-    score: float  # the best SVM margin among its hits
 
 
 def merge_boxes(boxes: np.ndarray, widths: np.ndarray | None = None) -> list[np.ndarray]:
@@ -235,6 +229,30 @@ class HogPrefilter:
             widths = (float(width[group].min() * lo), float(width[group].max() * hi))
             regions.append(Region(box, widths, float(scores[group].max())))
         return sorted(regions, key=lambda r: -r.score)
+
+    def regions_in(self, gray: np.ndarray, areas: tuple[tuple[float, float, float, float], ...],
+                   threshold: float | None = None) -> list[Region]:
+        """`regions` inside `areas` (x0, y0, x1, y1; `cascade.plan.WHOLE_FRAME` for all of it), in
+        `gray`'s pixels, best first. Each area is scanned on its own crop, widened to hold a few HOG
+        windows; a plate straddling two areas is found in either, as the regions overlap."""
+        if WHOLE_FRAME in areas:
+            return self.regions(gray, threshold)
+        h, w = gray.shape[:2]
+        win_w, win_h = self.params.window
+        found: list[Region] = []
+        for x0, y0, x1, y1 in areas:
+            # at least two windows each way, or a small moving part (a plate's own edges) gives no window
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            half_w, half_h = max(x1 - x0, 2 * win_w) / 2, max(y1 - y0, 2 * win_h) / 2
+            left, top = max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h))
+            right, bottom = min(w, math.ceil(cx + half_w)), min(h, math.ceil(cy + half_h))
+            if right - left < win_w or bottom - top < win_h:
+                continue
+            for region in self.regions(np.ascontiguousarray(gray[top:bottom, left:right]), threshold):
+                bx0, by0, bx1, by1 = region.box
+                found.append(Region((bx0 + left, by0 + top, bx1 + left, by1 + top), region.plate_widths,
+                                    region.score, region.source))
+        return sorted(found, key=lambda r: -r.score)
 
     def propose(self, gray: np.ndarray, threshold: float | None = None
                 ) -> list[tuple[float, float, float, float]]:

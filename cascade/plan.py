@@ -1,0 +1,94 @@
+"""The search plan: the one thing every cascade stage hands the detector.
+
+A plan says where the detection network looks in one frame:
+
+- `regions`: boxes, each with the plate widths it may hold (a live track's predicted plate). The
+  detector scans each region at the pyramid levels that bring those widths into the network's
+  60-80% window band, on crops a few windows wide (`anprd.detector.level_crops`), and groups their
+  hits together.
+- `propose_in`: areas where the detector's pre-filter (`cascade.hog.HogPrefilter`) proposes more
+  regions (`WHOLE_FRAME`: the whole frame, as for a still image). With no pre-filter loaded
+  (`detector.prefilter: none`) an area is scanned at every plate width instead, and the whole
+  frame is the whole pyramid.
+- `coarse`: areas where the coarse levels (plates at least `detector.prefilter_full_scan_width`
+  wide) are scanned as well; their hits are grouped apart and read only where the regions proposed
+  nothing. `WHOLE_FRAME` scans those levels whole, as a still image does.
+- `full_pyramid`: every level of the whole frame; the rest is then ignored.
+
+An empty plan (no region, no coarse area, no full pyramid) runs no network at all: a frame with
+nothing moving and no live track costs only the motion gate.
+
+    plan = still_plan()                       # what `anprd detect` and `eval` scan
+    detections = detector.detect(image, plan)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["WHOLE_FRAME", "Region", "SearchPlan", "not_covered", "still_plan"]
+
+Box4 = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+
+WHOLE_FRAME: Box4 = (0.0, 0.0, float("inf"), float("inf"))  # a coarse area covering any frame
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region in image pixels and the plate widths (pixels) it may hold.
+
+    box: (x0, y0, x1, y1). plate_widths: narrowest and widest plate the search there is for.
+    score: how sure the stage that proposed it is (HOG: the best SVM margin; a track: its presence
+    score; motion: 0). source: which stage proposed it ("hog", "track", "motion").
+    """
+
+    box: Box4
+    plate_widths: tuple[float, float]
+    score: float
+    source: str = "hog"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Where the detection network looks in one frame (see the module docstring).
+
+    reason: why the plan is what it is ("still", "scheduled", "motion", "tracks", "idle"), for logs,
+    metrics and the bench. full_pyramid: every level of the whole frame, the rest ignored.
+    propose_threshold: the pre-filter's SVM margin for proposals in `propose_in` (None: the
+    detector's `prefilter_threshold`, as for a still image).
+    """
+
+    regions: tuple[Region, ...] = ()
+    propose_in: tuple[Box4, ...] = ()
+    coarse: tuple[Box4, ...] = ()
+    propose_threshold: float | None = None
+    full_pyramid: bool = False
+    reason: str = "still"
+    stats: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def empty(self) -> bool:
+        """True when the plan runs no network."""
+        return not (self.full_pyramid or self.regions or self.propose_in or self.coarse)
+
+
+def still_plan(regions: tuple[Region, ...] = ()) -> SearchPlan:
+    """A still image's plan: the pre-filter's regions in the whole frame plus the coarse levels
+    whole (the whole pyramid with no pre-filter), and `regions` besides."""
+    return SearchPlan(regions=regions, propose_in=(WHOLE_FRAME,), coarse=(WHOLE_FRAME,))
+
+
+def not_covered(proposed: list[Region], searched: tuple[Region, ...]) -> list[Region]:
+    """The `proposed` regions not already searched: a proposal whose centre lies inside a `searched`
+    region (a live track's) whose plate widths overlap its own adds nothing but network time, as the
+    track's region is searched at the plate's own scale anyway."""
+    if not searched:
+        return proposed
+    kept = []
+    for region in proposed:
+        cx, cy = (region.box[0] + region.box[2]) / 2, (region.box[1] + region.box[3]) / 2
+        lo, hi = region.plate_widths
+        if not any(s.box[0] <= cx <= s.box[2] and s.box[1] <= cy <= s.box[3]
+                   and s.plate_widths[0] <= hi and lo <= s.plate_widths[1] for s in searched):
+            kept.append(region)
+    return kept
