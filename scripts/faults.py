@@ -680,6 +680,146 @@ def case_unauthenticated_subscriber(rig: Rig) -> list[Row]:
     return [Row(name, expected, observed, passed)]
 
 
+# 2.2 s of the bundled clip, its frames 30-84: its first two plates in view (truth frames 26-80
+# and 50-102), so two events per daemon, and few frames to infer on shared cores.
+FAN_IN_FRAMES = range(30, 85)
+
+
+def _short_clip(path: Path, frames: range = FAN_IN_FRAMES) -> Path:
+    """The bundled clip's `frames` as a video of its own: a daemon replaying it at ``fast`` pace
+    publishes a few events and ends by itself, so its spool is final."""
+    source = cv2.VideoCapture(str(CLIP))
+    size = (int(source.get(cv2.CAP_PROP_FRAME_WIDTH)), int(source.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), source.get(cv2.CAP_PROP_FPS),
+                             size)
+    try:
+        for index in range(frames.stop):  # read from the start: seeking in mp4v is not exact
+            ok, frame = source.read()
+            if not ok:
+                raise RuntimeError(f"{CLIP}: fewer than {frames.stop} frames")
+            if index in frames:
+                writer.write(frame)
+    finally:
+        writer.release()
+        source.release()
+    return path
+
+
+class Proxy:
+    """``anprd proxy`` with both sides on free loopback ports; `frontend` and `backend` are the
+    endpoints from the line it prints once bound. RuntimeError if it prints none."""
+
+    def __init__(self, log: Path, *options: str) -> None:
+        with log.open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "anprd.cli", "proxy", "--frontend", "tcp://127.0.0.1:*",
+                 "--backend", "tcp://127.0.0.1:*", *options], cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        assert self.process.stdout is not None
+        buffer = b""
+        deadline = time.monotonic() + STEP_DEADLINE_S
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while b"\n" not in buffer:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"anprd proxy did not start: {log.read_text()[-300:]!r}")
+                if selector.select(0.1):
+                    buffer += os.read(self.process.stdout.fileno(), 4096)
+        endpoints = json.loads(buffer.split(b"\n")[0])
+        self.frontend: str = endpoints["frontend"]
+        self.backend: str = endpoints["backend"]
+
+    def stop(self) -> int | None:
+        """SIGTERM; its exit status."""
+        status = stop_process(self.process)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return status
+
+
+def case_proxy_fan_in(rig: Rig) -> list[Row]:
+    """Two daemons (``publisher.mode: connect``, distinct cameras) behind ``anprd proxy``, CURVE on
+    both of its sides, each replaying a short clip to its end: the subscriber whose key the proxy
+    lists gets every event of both daemons, each daemon's stream numbered 1..n with no hole and
+    equal to its spool; subscribers without a key, or with a key not listed, get nothing. The
+    subscribers start before the daemons, so they are there for the first event."""
+    name = "fan-in: two daemons behind anprd proxy (CURVE both sides), one subscriber"
+    expected = ("the listed subscriber gets both cameras' events: each daemon's stream 1..n, no hole, "
+                "= its spool; the proxy exits 0 on SIGTERM")
+    denied_name = "fan-in: subscribers of the proxy without a key, or with a key not listed"
+    denied_expected = "nothing"
+    keys = rig.workdir / "proxy-keys"
+    for key in ("proxy", "gate", "yard", "viewer", "stranger"):
+        _keygen(keys, key)
+    proxy = Proxy(rig.workdir / "proxy.log", "--curve-secret-key", str(keys / "proxy.key_secret"),
+                  "--frontend-clients", str(keys / "gate.key"), str(keys / "yard.key"),
+                  "--backend-clients", str(keys / "viewer.key"))
+    rig._processes.append(proxy)
+
+    def curve(client: str) -> list[str]:
+        return ["--curve-server-key", str(keys / "proxy.key"),
+                "--curve-client-key", str(keys / f"{client}.key_secret")]
+
+    viewer = rig.subscriber(proxy.backend, *curve("viewer"), log="proxy-viewer.log")
+    no_key = rig.subscriber(proxy.backend, log="proxy-no-key.log")
+    stranger = rig.subscriber(proxy.backend, *curve("stranger"), log="proxy-stranger.log")
+    clip = _short_clip(rig.workdir / "fan-in.mp4")
+    (rig.workdir / "fan-in").mkdir(exist_ok=True)
+    daemons: dict[str, tuple[Daemon, Path]] = {}
+    for camera in ("gate", "yard"):
+        spool = rig.workdir / "fan-in" / f"{camera}.jsonl"
+        config, _ = rig.config(
+            f"fan-in-{camera}", {"id": camera, "url": str(clip), "replay_pace": "fast"}, spool,
+            endpoint=proxy.frontend, mode="connect", spool_fsync=False,
+            curve_secret_key=str(keys / f"{camera}.key_secret"),
+            curve_server_key=str(keys / "proxy.key"))
+        daemon = Daemon(config)
+        rig._processes.append(daemon)
+        try:
+            daemon.start()
+        except RuntimeError as exc:
+            return [Row(name, expected, f"daemon {camera} did not start: {exc}", False),
+                    Row(denied_name, denied_expected, "not checked", False)]
+        daemons[camera] = (daemon, spool)
+    exits: dict[str, int | None] = {}
+    for camera, (daemon, _) in daemons.items():
+        assert daemon.process is not None
+        try:  # the clip's end ends the daemon; it flushes its events to the proxy first
+            exits[camera] = daemon.process.wait(timeout=EVENT_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            exits[camera] = None
+    spools = {camera: spooled(spool) for camera, (_, spool) in daemons.items()}
+    total = sum(map(len, spools.values()))
+    if total:  # the last one printed, or the deadline
+        viewer.events.wait_for(lambda event: True, total - 1, STEP_DEADLINE_S)
+    for subscriber in (viewer, no_key, stranger):
+        subscriber.kill()
+    proxy_exit = proxy.stop()
+    received = viewer.received()
+    checks, parts = [], []
+    for camera, events in spools.items():
+        stream = events[0].get("stream") if events else None
+        got = [event for event in received if event.get("stream") == stream]
+        numbered = [event.get("sequence") for event in events] == list(range(1, len(events) + 1))
+        ok = (bool(events) and numbered and isinstance(stream, str) and got == events
+              and all(event.get("camera_id") == camera for event in events) and exits[camera] == 0)
+        checks.append(ok)
+        parts.append(f"{camera}: exit {exits[camera]}, spool {_span(events)}"
+                     f"{'' if numbered else ' NOT 1..n'}, subscriber {_span(got)} of its stream"
+                     f"{'' if got == events else ' (DIFFERENT)'}")
+    streams = {events[0].get("stream") for events in spools.values() if events}
+    observed = "; ".join(parts) + (f"; {len(received)} events in all, {len(streams)} streams; "
+                                   f"proxy exit {proxy_exit}")
+    passed = (all(checks) and len(streams) == len(spools) and len(received) == total
+              and proxy_exit == 0)
+    denied = (f"no key: {len(no_key.received())} events; key not listed: "
+              f"{len(stranger.received())} events (while the listed one got {len(received)})")
+    return [Row(name, expected, observed, passed),
+            Row(denied_name, denied_expected, denied,
+                bool(received) and not no_key.received() and not stranger.received())]
+
+
 def case_spool_full(rig: Rig) -> list[Row]:
     """The spool's file system full: the daemon runs with RLIMIT_FSIZE (its files stop at 2 KiB,
     writes past it fail with EFBIG as on a full disk; no root needed, unlike a tmpfs or loop file)."""
@@ -776,6 +916,7 @@ CASES: dict[str, Callable[[Rig], list[Row]]] = {
     "slow_subscriber": case_slow_subscriber,
     "daemon_sigkill": case_daemon_sigkill,
     "unauthenticated_subscriber": case_unauthenticated_subscriber,
+    "proxy_fan_in": case_proxy_fan_in,
     "spool_full": case_spool_full,
     "bad_inputs": case_bad_inputs,
 }

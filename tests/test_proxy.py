@@ -1,8 +1,10 @@
 """Fan-in: `anprd proxy` (a real process) between daemons' publishers and one subscriber, CURVE
-on both sides."""
+on both sides: with in-process publishers, and with two real `anprd run` daemons (the fault
+table's `proxy_fan_in` case, scripts/faults.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import zmq
@@ -113,6 +116,31 @@ def test_two_daemons_reach_one_subscriber_through_the_proxy_with_curve(
         assert gate.stream != yard.stream  # each daemon keeps its own numbering
         assert viewer.recv(SILENCE_S) is None  # nothing from the intruder came after them either
         assert stranger.recv(0) is None
+
+
+def load_faults() -> ModuleType:
+    """scripts/faults.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("faults", REPO / "scripts" / "faults.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["faults"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_anprd_run_daemons_behind_anprd_proxy_reach_one_curve_subscriber(tmp_path: Path) -> None:
+    """Real processes: `anprd keygen` keys, `anprd proxy` with CURVE on both sides, two `anprd run`
+    daemons (cameras gate and yard, publisher.mode: connect, each replaying 2.2 s of the bundled
+    clip to its end) and `anprd subscribe` with the listed key, without a key and with a key not
+    listed. The listed subscriber must print exactly each daemon's spool (its own stream, 1..n, no
+    hole); the others nothing."""
+    faults = load_faults()
+    rows = faults.run_cases(["proxy_fan_in"], tmp_path, limits=None)
+    assert [row.case for row in rows] == [
+        "fan-in: two daemons behind anprd proxy (CURVE both sides), one subscriber",
+        "fan-in: subscribers of the proxy without a key, or with a key not listed"]
+    failed = [row for row in rows if not row.passed]
+    assert failed == [], failed
 
 
 def test_an_in_process_proxy_stops_cleanly(context: zmq.Context) -> None:
