@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CandidateFusion",
     "FusedReading",
+    "carries_reading",
     "ctc_log_likelihood",
     "ctc_log_likelihoods",
     "views_log_likelihoods",
@@ -188,6 +189,12 @@ def _listed_log_confidence(detection: Detection) -> dict[str, float]:
             score = math.log(min(reading.confidence, 1.0))
             listed[reading.text] = max(score, listed.get(reading.text, -math.inf))
     return listed
+
+
+def carries_reading(detection: Detection) -> bool:
+    """Whether a detection says anything about its plate's text: a text, candidates or posteriors.
+    One without (a plate followed by its box only) is no evidence for fusion."""
+    return bool(detection.text or detection.candidates or detection.char_probs is not None)
 
 
 def _detection_texts(detection: Detection) -> list[str]:

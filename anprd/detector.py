@@ -27,7 +27,10 @@ read only where the regions proposed nothing. Steps 3-4 are unchanged.
 
 Where steps 1-2 look is a search plan (`cascade.SearchPlan`): a still image gets `still_plan()`,
 the path above; a video frame gets one from its camera's cascade (`cascade.FrameCascade`: regions
-around the live tracks, the pre-filter inside what moved, the whole frame on a schedule).
+around the live tracks, the pre-filter inside what moved, the whole frame on a schedule). A plan's
+track region may also say how step 4 reads the plate found on its predicted box (`Region.read`): a
+track whose fused reading is sure is read in one view on some frames and only verified (box and
+presence, no text) on the others; every other plate is read in full.
 
     detector = PlateDetector.from_config(DetectorConfig())
     detections = detector.detect(bgr_image)
@@ -52,7 +55,16 @@ from anprd.formats import CountryPrior
 from anprd.runtime import first_line, load_networks
 from anprd.types import Box, Candidate, Detection
 from cascade.models import ModelError, resolve_model_dir
-from cascade.plan import WHOLE_FRAME, Region, SearchPlan, not_covered, still_plan
+from cascade.plan import (
+    READ_FULL,
+    READ_NONE,
+    READ_ONE,
+    WHOLE_FRAME,
+    Region,
+    SearchPlan,
+    not_covered,
+    still_plan,
+)
 
 if TYPE_CHECKING:
     from cascade.hog import HogPrefilter
@@ -67,6 +79,8 @@ READER_W, READER_H = 128, 32  # anprd.model.READER_W/H; not imported from there,
 DUPLICATE_IOU = 0.5  # plate boxes overlapping this much are one plate
 STRAY_IOU = 0.1  # a weaker hit overlapping a group's best this much is a stray of that plate (`group_hits`)
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
+HINT_IOU = 0.3  # a verified plate box overlapping a region's plate box this much is that plate (read modes)
+ONE_VIEW_INVERT_BELOW = math.log(0.5)  # a one-view read surer than this is not tried inverted as well
 MIN_IMAGE_SIDE = 8  # smaller images hold no findable plate (the narrowest searched for is tens of pixels)
 
 
@@ -187,6 +201,27 @@ def _best_path_log_probability(reads: np.ndarray) -> float:
     """How sure K reads (K, T, C) of one plate are: the mean log probability of their best paths.
     Compares a plate read as it is with the same plate inverted."""
     return float(np.log(np.clip(reads.max(axis=-1), 1e-12, 1.0)).sum(axis=-1).mean())
+
+
+def _hinted_modes(kept: list[int], boxes: list[Box],
+                  hints: tuple[tuple[tuple[float, float, float, float], str], ...]) -> dict[int, str]:
+    """Read mode of each hinted plate among `kept`: each hint goes to the verified box that overlaps
+    its plate box most (IoU at least `HINT_IOU`), best pairs first, one box per hint and one hint per
+    box, so a second box on a tracked plate (a line of its text) is still read in full."""
+    pairs = []
+    for h, ((x0, y0, x1, y1), mode) in enumerate(hints):
+        plate = Box(x0, y0, x1 - x0, y1 - y0)
+        for i in kept:
+            iou = boxes[i].iou(plate)
+            if iou >= HINT_IOU:
+                pairs.append((iou, i, h, mode))
+    modes: dict[int, str] = {}
+    used: set[int] = set()
+    for _, i, h, mode in sorted(pairs, key=lambda p: -p[0]):
+        if i not in modes and h not in used:
+            modes[i] = mode
+            used.add(h)
+    return modes
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -555,7 +590,7 @@ class PlateDetector:
                     ([Region(area, band, 0.0, "coarse") for area in plan.coarse], whole)])
             proposals = self._proposals(found)
             proposals += _unproposed(self._proposals(coarse), proposals)
-        return self.read([b for b, _ in proposals], gray, [s for _, s in proposals])
+        return self.read([b for b, _ in proposals], gray, [s for _, s in proposals], plan.read_hints)
 
     def _resolved(self, plan: SearchPlan, gray: np.ndarray) -> SearchPlan:
         """`plan` with its `propose_in` areas turned into regions: the pre-filter's proposals there,
@@ -588,13 +623,53 @@ class PlateDetector:
                 for g in groups]
 
     def read(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray,
-             scores: list[float] | None = None) -> list[Detection]:
-        """Re-read plate boxes (x0, y0, x1, y1) on centred crops; returns verified detections."""
+             scores: list[float] | None = None,
+             hints: tuple[tuple[tuple[float, float, float, float], str], ...] = ()) -> list[Detection]:
+        """Re-read plate boxes (x0, y0, x1, y1) on centred crops; returns verified detections.
+
+        hints: (plate box, read mode) pairs (`SearchPlan.read_hints`): the verified plate that best
+        overlaps a hint's box (IoU at least `HINT_IOU`) is read as the hint says, in one view
+        (`READ_ONE`) or not at all (`READ_NONE`: a detection with its box and presence, no text, no
+        candidates, no posteriors); every other plate is read in full."""
         if not boxes:
             return []
         presence, refined_boxes, first_reads = self._read_windows(boxes, gray)
         kept = [i for i, box in enumerate(refined_boxes)
                 if presence[i] >= self.config.verify_threshold and box.w > 1 and box.h > 1]
+        modes = _hinted_modes(kept, refined_boxes, hints)
+        full = [i for i in kept if modes.get(i, READ_FULL) == READ_FULL]
+        one = [i for i in kept if modes.get(i) == READ_ONE]
+        reads, as_seen = self._full_reads(full, refined_boxes, first_reads, gray)
+        one_reads, one_as_seen = self._one_view_reads(one, refined_boxes, first_reads, gray)
+        reads.update(one_reads)
+        as_seen.update(one_as_seen)
+        detections = []
+        for i in kept:
+            score = float(presence[i]) if scores is None else float(max(scores[i], presence[i]))
+            if modes.get(i) == READ_NONE:  # followed, not read: the tracker fuses nothing from it
+                detections.append(Detection(box=refined_boxes[i], presence=score, text="", confidence=0.0))
+                continue
+            reading = self._decode(reads[i])
+            if i in as_seen and (reading is None or reading[1] < self.config.inverted_min_confidence):
+                # light print on a dark ground that reads only so-so inverted is more often a
+                # dealer frame or a strip than a dark plate: keep the plate's reading as seen
+                reads[i] = as_seen[i]
+                reading = self._decode(reads[i])
+            if reading is None:
+                continue
+            text, confidence, candidates, pattern, free_confidence = reading
+            if free_confidence < self.config.min_confidence:  # a format never deletes a plate
+                continue
+            char_probs = reads[i][0] if len(reads[i]) == 1 else reads[i]
+            detections.append(Detection(box=refined_boxes[i], presence=score, text=text,
+                                        confidence=confidence, candidates=candidates,
+                                        char_probs=char_probs, pattern=pattern))
+        return self._suppress_duplicates(detections)
+
+    def _full_reads(self, kept: list[int], refined_boxes: list[Box], first_reads: np.ndarray,
+                    gray: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """The reads (K, T, C) of the `kept` plates read in full, and of those read inverted, their
+        reads as seen."""
         scales = self.config.read_scales
         as_seen: dict[int, np.ndarray] = {}  # plates read inverted: their reads as seen
         if kept and self.readers:  # each plate reader reads the refined box at each scale
@@ -617,25 +692,28 @@ class PlateDetector:
                 for n, i in enumerate(kept):
                     more = second_reads[n * len(scales): (n + 1) * len(scales)]
                     reads[i] = np.concatenate((reads[i], more))
-        detections = []
-        for i in kept:
-            reading = self._decode(reads[i])
-            if i in as_seen and (reading is None or reading[1] < self.config.inverted_min_confidence):
-                # light print on a dark ground that reads only so-so inverted is more often a
-                # dealer frame or a strip than a dark plate: keep the plate's reading as seen
-                reads[i] = as_seen[i]
-                reading = self._decode(reads[i])
-            if reading is None:
-                continue
-            text, confidence, candidates, pattern, free_confidence = reading
-            if free_confidence < self.config.min_confidence:  # a format never deletes a plate
-                continue
-            score = float(presence[i]) if scores is None else float(max(scores[i], presence[i]))
-            char_probs = reads[i][0] if len(reads[i]) == 1 else reads[i]
-            detections.append(Detection(box=refined_boxes[i], presence=score, text=text,
-                                        confidence=confidence, candidates=candidates,
-                                        char_probs=char_probs, pattern=pattern))
-        return self._suppress_duplicates(detections)
+        return reads, as_seen
+
+    def _one_view_reads(self, kept: list[int], refined_boxes: list[Box], first_reads: np.ndarray,
+                        gray: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """One view of each of the `kept` plates: the refined box at scale 1 by each plate reader (the
+        window network's own read without readers), as seen; inverted as well only where that read
+        is unsure (`ONE_VIEW_INVERT_BELOW`, a light-on-dark plate), keeping the surer polarity."""
+        as_seen: dict[int, np.ndarray] = {}
+        if not kept or not self.readers:
+            return {i: first_reads[i][None] for i in kept}, as_seen
+        views = [_scaled(refined_boxes[i], 1.0) for i in kept]
+        crops_read = self._reader_reads(views, gray)  # (readers, views, T, C)
+        reads = {i: crops_read[:, n] for n, i in enumerate(kept)}
+        if self.config.read_inverted:
+            unsure = [(n, i) for n, i in enumerate(kept)
+                      if _best_path_log_probability(reads[i]) < ONE_VIEW_INVERT_BELOW]
+            if unsure:
+                inverted = self._reader_reads([views[n] for n, _ in unsure], gray, invert=True)
+                for m, (_, i) in enumerate(unsure):
+                    if _best_path_log_probability(inverted[:, m]) > _best_path_log_probability(reads[i]):
+                        as_seen[i], reads[i] = reads[i], inverted[:, m]
+        return reads, as_seen
 
     def _read_windows(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray
                       ) -> tuple[np.ndarray, list[Box], np.ndarray]:

@@ -254,7 +254,9 @@ class CameraPipeline:
         if self._cascade is not None and _takes_plans(self.detector):
             gray = frame.image if frame.image.ndim == 2 else cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
             predicted = self._tracker.predicted_boxes(frame.timestamp)
-            plan = self._cascade.plan(gray, frame.timestamp, predicted, self.detector.config)  # type: ignore[attr-defined]
+            # each track's reading so far: a sure one is read less often (cascade `sure_reading`)
+            plan = self._cascade.plan(gray, frame.timestamp, predicted, self.detector.config,  # type: ignore[attr-defined]
+                                      self._tracker.readings())
             found = self.detector.detect(gray, plan=plan)  # type: ignore[call-arg]
         else:
             found = self.detector.detect(frame.image)

@@ -40,6 +40,12 @@ Lifetime rules:
   off gives one event however long it stands;
 - optionally, a *provisional* report is made once a confirmed track has
   `provisional_after_frames` matches.
+
+A detection that carries no reading (no text, no candidates, no posteriors: the search cascade
+followed a sure track's box without reading it, `cascade.plan.READ_NONE`) is a match like any
+other, for the box, the motion, `frames_seen` and the lifetime rules, but adds nothing to the fused
+reading: the track's text, confidence and candidates are those of the frames that were read.
+`Tracker.readings` says how sure each live track's reading is, for the cascade to decide.
 """
 
 from __future__ import annotations
@@ -58,8 +64,9 @@ from scipy.optimize import linear_sum_assignment
 
 from anprd.config.tracker import TrackerConfig
 from anprd.ctc import edit_distance
-from anprd.ctc_fusion import CandidateFusion, FusedReading
+from anprd.ctc_fusion import CandidateFusion, FusedReading, carries_reading
 from anprd.types import Box, Detection, Track
+from cascade.tracks import TrackReading
 
 if TYPE_CHECKING:
     from anprd.formats import CountryPrior
@@ -254,6 +261,8 @@ class _TrackState:
     continuation_of: int | None = None
     patterns: dict[str, Counter[str]] = field(default_factory=dict)
     fragment_frames: int = 0  # matches that lay on a larger plate matched in the same frame
+    reads: int = 0  # matches that carried a reading (fused)
+    unread: int = 0  # matches since the last one that carried a reading
     # the plate this track was found to be a line of when that plate's track was confirmed
     text_line_of: _TrackState | None = None
 
@@ -314,6 +323,13 @@ class Tracker:
         (the search cascade looks there first); asking changes nothing."""
         return tuple(state.motion.predict(frame_time) for state in self._states)
 
+    def readings(self) -> tuple[TrackReading, ...]:
+        """Each live track's reading so far, in the order of `predicted_boxes`: its fused
+        confidence, the frames read and the frames followed unread since the last read (the
+        search cascade reads a sure track's plate less often)."""
+        return tuple(TrackReading(state.fusion.reading().confidence, state.reads, state.unread)
+                     for state in self._states)
+
     def update(
         self, detections: Sequence[Detection], frame_time: float, frame_number: int
     ) -> TrackerUpdate:
@@ -336,10 +352,13 @@ class Tracker:
         # Plates do not overlap: a matched box lying on a larger matched box is part of that plate
         # (a US state name, half a plate), whichever track it was matched to, if that box was read
         # as a plate: a large box read as junk over a stopped car made its plate a fragment (the
-        # bundled clip's DMUHU759 once the pre-filter proposed more regions).
+        # bundled clip's DMUHU759 once the pre-filter proposed more regions). A plate followed unread
+        # counts as read as well as its track's fused reading is.
         matched_boxes = [detections[column].box for _, column in pairs]
-        read_boxes = [detections[column].box for _, column in pairs
-                      if detections[column].confidence >= config.text_min_confidence]
+        read_boxes = [detections[column].box for row, column in pairs
+                      if detections[column].confidence >= config.text_min_confidence
+                      or (not carries_reading(detections[column])
+                          and self._states[row].fusion.reading().confidence >= config.text_min_confidence)]
         for row, column in pairs:
             if self._lies_on_larger(detections[column].box, read_boxes):
                 self._states[row].fragment_frames += 1
@@ -628,6 +647,11 @@ class Tracker:
 
     def _record(self, state: _TrackState, detection: Detection) -> None:
         state.track.frames_seen += 1
+        if not carries_reading(detection):  # followed, not read: no evidence on the text
+            state.unread += 1
+            return
+        state.reads += 1
+        state.unread = 0
         state.fusion.add(detection)
         state.track.detections = state.fusion.detections
         if detection.text and detection.confidence >= self._config.text_min_confidence:

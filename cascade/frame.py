@@ -7,7 +7,9 @@ Per frame, in order:
    pre-filter's regions and the coarse levels), besides the tracks; spread over
    `full_pass_slices` frames, a horizontal band each.
 2. **Track-guided search** (`tracks`): every live track's predicted plate, at its own scale, in a
-   crop a few windows wide (`cascade.tracks`).
+   crop a few windows wide (`cascade.tracks`). With `sure_reading`, a track whose fused reading
+   is sure is read in one view on every `sure_read_every`-th frame and only followed (box, no
+   text) on the others (`cascade.tracks.read_mode`).
 3. **Motion gate** (`motion`): the moving areas (`cascade.motion`), on every frame. Without motion
    and without a live track the plan is empty and the frame runs no network.
 4. **Proposals for new plates** (`proposals`), on every `new_plate_every`-th frame: the pre-filter
@@ -30,7 +32,7 @@ from anprd.config.detector import DetectorConfig
 from anprd.types import Box
 from cascade.motion import MotionGate
 from cascade.plan import WHOLE_FRAME, Region, SearchPlan, still_plan
-from cascade.tracks import track_regions
+from cascade.tracks import TrackReading, read_mode, track_regions
 
 __all__ = ["FrameCascade", "merge_areas"]
 
@@ -100,19 +102,20 @@ class FrameCascade:
         self._last_full, self._slice = None, None
 
     def plan(self, gray: np.ndarray, frame_time: float, predicted: Sequence[Box],
-             detector: DetectorConfig) -> SearchPlan:
+             detector: DetectorConfig, readings: Sequence[TrackReading] | None = None) -> SearchPlan:
         """The search plan for the next frame.
 
         gray: the frame, 8-bit grayscale. frame_time: its time in seconds (media time for a file).
         predicted: the live tracks' predicted plate boxes at `frame_time`. detector: the detector's
-        settings now (plate widths, coarse-level width).
+        settings now (plate widths, coarse-level width). readings: each of those tracks' reading so
+        far (`anprd.tracker.Tracker.readings`, same order); None: every plate is read in full.
         """
-        plan = self._plan(gray, frame_time, predicted, detector)
+        plan = self._plan(gray, frame_time, predicted, detector, readings)
         self.counts[plan.reason] = self.counts.get(plan.reason, 0) + 1
         return plan
 
     def _plan(self, gray: np.ndarray, frame_time: float, predicted: Sequence[Box],
-              detector: DetectorConfig) -> SearchPlan:
+              detector: DetectorConfig, readings: Sequence[TrackReading] | None) -> SearchPlan:
         c = self.config
         if not c.enabled:
             return still_plan()
@@ -120,8 +123,11 @@ class FrameCascade:
         moving = self._gate.update(gray) if c.motion else None  # the gate sees every frame
         tracked: tuple[Region, ...] = ()
         if c.tracks and predicted:
+            reads = None
+            if c.sure_reading and readings is not None and len(readings) == len(predicted):
+                reads = [read_mode(r, c.sure_confidence, c.sure_reads, c.sure_read_every) for r in readings]
             tracked = tuple(track_regions(predicted, (width, height), c.track_windows, c.track_scale_range,
-                                          detector.min_plate_width))
+                                          detector.min_plate_width, reads))
         due = (self._last_full is None or frame_time - self._last_full >= c.full_pass_interval_s
                or frame_time < self._last_full)  # a file replayed again, or the clock stepped back
         if due:

@@ -15,6 +15,13 @@ A plan says where the detection network looks in one frame:
   nothing. `WHOLE_FRAME` scans those levels whole, as a still image does.
 - `full_pyramid`: every level of the whole frame; the rest is then ignored.
 
+A region also says how the plate found in it is read (`read`): `READ_FULL`, as a still image's
+plates are (verification, every reader at every `read_scales` factor, inverted as well);
+`READ_ONE`, one view at scale 1 in the plate's polarity (a track whose fused reading is sure, on its
+k-th frame); `READ_NONE`, verification only: the plate's box and presence, no text (a sure track's
+other frames: the tracker follows the box and fuses only the frames read). The mode applies to the
+plate found on the region's `plate` box (its predicted plate); any other plate is read in full.
+
 An empty plan (no region, no coarse area, no full pyramid) runs no network at all: a frame with
 nothing moving and no live track costs only the motion gate.
 
@@ -26,11 +33,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["WHOLE_FRAME", "Region", "SearchPlan", "not_covered", "still_plan"]
+__all__ = ["READ_FULL", "READ_MODES", "READ_NONE", "READ_ONE", "WHOLE_FRAME", "Region", "SearchPlan",
+           "not_covered", "still_plan"]
 
 Box4 = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
 
 WHOLE_FRAME: Box4 = (0.0, 0.0, float("inf"), float("inf"))  # a coarse area covering any frame
+
+READ_FULL = "full"  # every reader at every read scale, inverted too: what a still image gets
+READ_ONE = "one"  # one view at scale 1, in the polarity the plate reads best in
+READ_NONE = "none"  # verification only: box and presence, no text
+READ_MODES = (READ_FULL, READ_ONE, READ_NONE)
 
 
 @dataclass(frozen=True)
@@ -40,12 +53,21 @@ class Region:
     box: (x0, y0, x1, y1). plate_widths: narrowest and widest plate the search there is for.
     score: how sure the stage that proposed it is (HOG: the best SVM margin; a track: its presence
     score; motion: 0). source: which stage proposed it ("hog", "track", "motion").
+    read: how the plate found on `plate` is read (`READ_FULL`, `READ_ONE`, `READ_NONE`; see the
+    module docstring). plate: the plate box (x0, y0, x1, y1) the region was made around (a track's
+    prediction), None for other stages.
     """
 
     box: Box4
     plate_widths: tuple[float, float]
     score: float
     source: str = "hog"
+    read: str = READ_FULL
+    plate: Box4 | None = None
+
+    def __post_init__(self) -> None:
+        if self.read not in READ_MODES:
+            raise ValueError(f"read must be one of {READ_MODES}, got {self.read!r}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,11 @@ class SearchPlan:
     full_pyramid: bool = False
     reason: str = "still"
     stats: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def read_hints(self) -> tuple[tuple[Box4, str], ...]:
+        """(plate box, read mode) of the regions whose plate is read other than in full."""
+        return tuple((r.plate, r.read) for r in self.regions if r.read != READ_FULL and r.plate is not None)
 
     @property
     def empty(self) -> bool:

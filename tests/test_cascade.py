@@ -15,11 +15,11 @@ from anprd.config.detector import DetectorConfig
 from anprd.detector import PlateDetector
 from anprd.events import EventSequencer
 from anprd.pipeline import CameraPipeline, mask_contours
-from anprd.types import Box
+from anprd.types import Box, Frame
 from cascade import WHOLE_FRAME, FrameCascade, Region, SearchPlan, still_plan
 from cascade.motion import MotionGate
-from cascade.plan import not_covered
-from cascade.tracks import track_regions
+from cascade.plan import READ_FULL, READ_NONE, READ_ONE, not_covered
+from cascade.tracks import TrackReading, read_mode, track_regions
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / DetectorConfig().model  # the shipped default model
@@ -149,6 +149,90 @@ def test_a_tracked_plate_is_found_in_the_next_frame_from_its_crop_alone(
     assert 0 < looked_at < (width * 1.6) * (height * 1.6)
 
 
+def _reader_views(detector: PlateDetector) -> list[int]:
+    """Records how many crops each call of the plate readers reads, from now on."""
+    views: list[int] = []
+    run = type(detector)._reader_reads
+
+    def counting(boxes: list, gray: np.ndarray, invert: bool = False) -> np.ndarray:
+        views.append(len(boxes))
+        return run(detector, boxes, gray, invert)
+
+    detector._reader_reads = counting  # type: ignore[method-assign]
+    return views
+
+
+def test_a_track_region_says_how_its_plate_is_read(detector: PlateDetector,
+                                                   plate_scene: tuple[np.ndarray, Box, str]) -> None:
+    image, box, text = plate_scene
+    (track,) = track_regions([box], image.shape[1::-1])
+    found = {}
+    views = _reader_views(detector)
+    try:
+        for mode in (READ_FULL, READ_ONE, READ_NONE):
+            views.clear()
+            region = Region(track.box, track.plate_widths, 1.0, "track", read=mode, plate=track.plate)
+            found[mode] = (detector.detect(image, SearchPlan(regions=(region,), reason="tracks")), sum(views))
+    finally:
+        del detector._reader_reads
+    (full,), full_views = found[READ_FULL]
+    (one,), one_views = found[READ_ONE]
+    (followed,), none_views = found[READ_NONE]
+    assert full.text == one.text == text and full_views > one_views > 0 == none_views
+    assert one.char_probs is not None and full.candidates and one.candidates
+    # followed: the verified box and presence, and nothing about the text
+    assert followed.box == full.box and followed.presence == full.presence
+    assert (followed.text, followed.confidence, followed.candidates) == ("", 0.0, ())
+    assert followed.char_probs is None
+    # a plate away from the hinted box is read in full
+    elsewhere = Region(track.box, track.plate_widths, 1.0, "track", read=READ_NONE,
+                       plate=(box.x + 3 * box.w, box.y, box.x + 4 * box.w, box.y2))
+    (other,) = detector.detect(image, SearchPlan(regions=(elsewhere,), reason="tracks"))
+    assert other.text == text and other.char_probs is not None
+    with pytest.raises(ValueError, match="read must be one of"):
+        Region(track.box, track.plate_widths, 1.0, "track", read="twice")
+
+
+def _static_replay(detector: PlateDetector, image: np.ndarray, cascade: CascadeConfig, frames: int = 30
+                   ) -> tuple[list, list[int], list[str]]:
+    """`frames` copies of `image` at 25 fps through a camera pipeline: the events, the plate readers'
+    crops per frame and each frame's read mode of its track region."""
+    events: list = []
+    pipeline = CameraPipeline(CameraConfig(id="still", url="x.mp4"), detector, TrackerConfig(),
+                              EventSequencer(), events.append, cascade=cascade)
+    views = _reader_views(detector)
+    per_frame, modes = [], []
+    try:
+        for n in range(frames):
+            views.clear()
+            processed = pipeline.process(Frame(image, 1000.0 + n / 25, "still", n))
+            per_frame.append(sum(views))
+            modes.append(",".join(r.read for r in processed.plan.regions if r.source == "track"))
+        pipeline.flush()
+    finally:
+        del detector._reader_reads
+    return events, per_frame, modes
+
+
+def test_a_sure_track_is_read_less_and_still_gives_one_event_with_its_text(
+    detector: PlateDetector, plate_scene: tuple[np.ndarray, Box, str]
+) -> None:
+    image, _, text = plate_scene
+    every, every_views, every_modes = _static_replay(detector, image, CascadeConfig(sure_reading=False))
+    sparse, sparse_views, sparse_modes = _static_replay(detector, image, CascadeConfig(sure_read_every=4))
+    assert [e.plate for e in every if not e.provisional] == [text]
+    (event,) = [e for e in sparse if not e.provisional]
+    assert event.plate == text and event.frames_seen == every[-1].frames_seen == 30
+    assert event.confidence >= CascadeConfig().sure_confidence
+    # off: read on every frame, in full; on: in full until sure, then one view every 4th frame
+    assert all(v > 0 for v in every_views) and set(every_modes[1:]) == {READ_FULL}
+    assert READ_NONE in sparse_modes and READ_ONE in sparse_modes
+    assert sum(v == 0 for v in sparse_views) > 15 and sum(sparse_views) < sum(every_views) / 3
+    last_full = max(n for n, mode in enumerate(sparse_modes) if mode == READ_FULL)
+    cycle = [READ_NONE] * 3 + [READ_ONE]
+    assert sparse_modes[last_full + 1:last_full + 9] == cycle * 2
+
+
 def test_an_empty_plan_runs_no_network(detector: PlateDetector,
                                        plate_scene: tuple[np.ndarray, Box, str]) -> None:
     calls = _network_calls(detector)
@@ -249,6 +333,27 @@ def test_live_tracks_are_searched_every_frame_and_each_stage_turns_off() -> None
     # the whole cascade off: every frame as a still image
     plans = _plans(CascadeConfig(enabled=False), moving, predicted=plate)
     assert all(p == still_plan() for p in plans)
+
+
+def test_a_sure_track_is_read_in_one_view_every_few_frames_and_followed_in_between() -> None:
+    sure = TrackReading(confidence=0.995, reads=5, unread=0)
+    config = CascadeConfig(sure_read_every=3)
+    modes = [read_mode(TrackReading(0.995, 5, unread), config.sure_confidence, config.sure_reads, 3)
+             for unread in range(3)]
+    assert modes == [READ_NONE, READ_NONE, READ_ONE]
+    unsure = [TrackReading(0.9, 20, 4), TrackReading(0.999, 4, 4)]  # not sure enough, not read enough
+    assert {read_mode(r, config.sure_confidence, config.sure_reads, 3) for r in unsure} == {READ_FULL}
+    plate = [Box(300, 200, 90, 20), Box(100, 100, 90, 20)]
+    street = _street()
+    cascade = FrameCascade(config)
+    plans = [cascade.plan(street, n / 10, plate, DetectorConfig(), [sure, unsure[0]]) for n in range(5)]
+    assert all([r.read for r in p.regions if r.source == "track"] == [READ_NONE, READ_FULL] for p in plans)
+    assert plans[-1].read_hints == (((300, 200, 390, 220), READ_NONE),)
+    # turned off, or no readings given: every plate read in full on every frame
+    for off, readings in ((CascadeConfig(sure_reading=False), [sure, sure]), (config, None)):
+        cascade = FrameCascade(off)
+        plans = [cascade.plan(street, n / 10, plate, DetectorConfig(), readings) for n in range(5)]
+        assert all(r.read == READ_FULL for p in plans for r in p.regions) and not plans[-1].read_hints
 
 
 def test_cascade_config_keys(tmp_path: Path) -> None:

@@ -364,19 +364,71 @@ def test_two_crossing_unread_plates_are_kept_apart_by_motion() -> None:
             [unread(30.0 * n, 200.0, "A"), unread(615.0 - 30.0 * n, 200.0, "B")] for n in range(21)
         ]
 
-    config = TrackerConfig(fusion_max_frames=50)  # keep every frame's box as evidence to inspect
+    def paths(tracker: Tracker) -> tuple[list[TrackerUpdate], dict[int, list[float]]]:
+        """The updates, and each confirmed track's box x frame by frame (a car's moves one way)."""
+        xs: dict[int, list[float]] = {}
+        updates = []
+        for n, detections in enumerate(frames()):
+            updates.append(tracker.update(detections, frame_time=1_700_000_000.0 + n / FPS, frame_number=n))
+            for track in updates[-1].tracks:  # live objects: their box changes with the next frame
+                xs.setdefault(track.track_id, []).append(track.box.x)
+        return updates, xs
+
+    def one_way(xs: list[float]) -> bool:
+        steps = np.diff(xs)
+        return bool(np.all(steps > 0) or np.all(steps < 0))
+
+    config = TrackerConfig()
     tracker = Tracker(config)
-    updates = run(tracker, frames())
+    updates, xs = paths(tracker)
     assert len(updates[-1].tracks) == 2
+    assert all(one_way(x) for x in xs.values())  # never took the other car's box
     for track in updates[-1].tracks:
-        assert len({d.pattern for d in track.detections}) == 1  # never took the other car's box
+        assert track.frames_seen == 21 and track.detections == []  # matched, but nothing to fuse
     finish(tracker, updates)
     assert not ended(updates)  # nothing readable, nothing reported
     assert len([r for u in updates for r in u.suppressed]) == 2
 
     static = Tracker(config, motion_filter_factory=StaticFilter)
-    swapped = run(static, frames())[-1].tracks
-    assert any(len({d.pattern for d in track.detections}) == 2 for track in swapped)
+    assert not all(one_way(x) for x in paths(static)[1].values())
+
+
+def test_frames_followed_unread_count_as_seen_but_fuse_only_the_frames_read() -> None:
+    # a sure plate read on every 5th frame and followed by its box alone on the others
+    # (cascade.plan.READ_NONE): its event counts every frame seen, its reading only those read
+    def frame(n: int) -> Detection:
+        if n % 5 == 0:
+            return detection(20.0 * n, 300.0, "KL34MNO", confusions={3: ("8", 0.2)})
+        return dataclasses.replace(unread(20.0 * n, 300.0, "-"), pattern=None)
+
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, [[frame(n)] for n in range(23)])
+    (reading,) = tracker.readings()
+    assert (reading.reads, reading.unread) == (5, 2)
+    every = Tracker(TrackerConfig())
+    run(every, [[frame(n)] for n in range(0, 23, 5)])  # only the frames read, at their own times
+    finish(tracker, updates)
+    (report,) = ended(updates)
+    assert report.reading.text == "KL34MNO" and report.track.frames_seen == 23
+    assert len(report.track.detections) == 5  # the evidence: the frames read
+    (alone,) = every.live_tracks
+    assert report.reading == every._states[0].fusion.reading()  # the unread frames changed nothing
+    assert alone.frames_seen == 5
+
+
+def test_a_text_line_on_a_plate_followed_unread_is_still_its_fragment() -> None:
+    # a state name's track lying on its plate: the plate's frames followed unread still count it
+    # as a fragment of a read plate (its track's fused reading is sure), so it gives no event
+    tracker = Tracker(TrackerConfig())
+    frames = []
+    for n in range(20):
+        plate = detection(10.0 * n, 300.0, "KL34MNO", w=120.0, h=40.0)
+        if n >= 5 and n % 5:
+            plate = Detection(box=plate.box, presence=0.99, text="", confidence=0.0)
+        frames.append([plate, detection(10.0 * n + 30, 290.0, "TEXAS", w=60.0, h=10.0)])
+    updates = run(tracker, frames)
+    finish(tracker, updates)
+    assert [r.reading.text for r in ended(updates)] == ["KL34MNO"]
 
 
 def test_occlusion_gap_gives_one_event() -> None:

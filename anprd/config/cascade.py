@@ -81,6 +81,33 @@ class CascadeConfig(AnprdBaseModel):
         description="A track's plate is looked for from its predicted width divided by this to the "
         "width times this.",
     )
+    sure_reading: bool = Field(
+        True,
+        description="A track whose fused reading is sure (sure_confidence over sure_reads read "
+        "frames) is still searched and followed on every frame, but its plate is read only on every "
+        "sure_read_every-th frame, in one view (scale 1, in the polarity it reads best in), and the "
+        "tracker fuses only the frames read. Off: every tracked plate is read in full on every frame.",
+    )
+    sure_confidence: float = Field(
+        0.98,
+        ge=0.5,
+        le=1,
+        description="Fused confidence at which a track's reading counts as sure (sure_reading).",
+    )
+    sure_reads: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Frames a track must have been read in (and fused) before its reading can count "
+        "as sure (sure_reading).",
+    )
+    sure_read_every: int = Field(
+        5,
+        ge=1,
+        le=60,
+        description="A sure track's plate is read on every this-many-th frame it is found in "
+        "(sure_reading); a different plate that took its place is told apart at its next read.",
+    )
     proposals: bool = Field(
         True,
         description="Proposals for new plates: the HOG pre-filter (detector.prefilter hog) inside "
