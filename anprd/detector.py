@@ -52,7 +52,7 @@ from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
 from anprd.ctc_fusion import views_log_likelihoods
 from anprd.formats import CountryPrior
-from anprd.runtime import first_line, load_networks
+from anprd.runtime import detector_weights_name, first_line, load_networks
 from anprd.types import Box, Candidate, Detection
 from cascade.models import ModelError, resolve_model_dir
 from cascade.plan import (
@@ -413,7 +413,7 @@ class PlateDetector:
         if (not isinstance(self.meta, dict) or self.meta.get("format") != "anprd-plate-net/1"
                 or self.meta.get("alphabet") != ALPHABET):
             raise ModelError(f"{meta_path}: not an anprd plate model of a known format")
-        weights = model_dir / "weights.weights.h5"
+        weights = model_dir / detector_weights_name(self.meta, meta_path)
         if not weights.is_file():
             raise ModelError(f"{weights}: model weights missing")
         self.patterns: list[Pattern] = [parse_pattern(n, s) for n, s in config.patterns.items()]

@@ -96,6 +96,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+DEFAULT_DETECTOR_WEIGHTS = "weights.weights.h5"
+
+
+def detector_weights_name(meta: dict, meta_path: Path) -> str:
+    """The detection network's weights file in the model folder: model.json's "weights" (a folder
+    from `anprd finetune` names its own fine-tuned file), else weights.weights.h5."""
+    name = meta.get("weights", DEFAULT_DETECTOR_WEIGHTS)
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise ModelError(f"{meta_path}: \"weights\" must name a file in the model folder, not {name!r}")
+    return name
+
+
 def exported_file(model_dir: Path, meta: dict, source: str, network: str, precision: str) -> Path | None:
     """The exported ONNX file of `network` ('detection', 'window' or a reader's weights file name) at
     `precision`, when model.json records one whose source weights still have the recorded hash."""
@@ -242,7 +254,7 @@ class _TensorFlow:
         self._net = None
 
     def plate_net(self, model_dir: Path, meta: dict) -> tuple[Network, Network]:
-        """The detection and window networks from weights.weights.h5."""
+        """The detection and window networks from the model's detection weights."""
         from anprd.model import NetConfig, PlateNet
 
         tf, meta_path = self.tf, model_dir / "model.json"
@@ -255,7 +267,7 @@ class _TensorFlow:
                 net = PlateNet(net_config)
             except (TypeError, ValueError) as exc:  # sizes Keras cannot build, e.g. "stem": -1
                 raise ModelError(f"{meta_path}: bad \"net\" description ({first_line(exc)})") from None
-            _load_weights(net.window_model, model_dir / "weights.weights.h5")
+            _load_weights(net.window_model, model_dir / detector_weights_name(meta, meta_path))
         detect = tf.function(lambda x: net.detection_model(x, training=False),
                              input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
         window = tf.function(lambda x: net.window_model(x, training=False),
@@ -368,8 +380,9 @@ def load_networks(model_dir: Path, meta: dict, config: DetectorConfig, readers: 
             return _OpenVinoNetwork(path, config.threads)
         return _OnnxRuntimeNetwork(path, config.threads, _onnx_providers(config.device))
 
-    detection = fast_network("weights.weights.h5", DETECTION)
-    window = fast_network("weights.weights.h5", WINDOW)
+    detector_weights = detector_weights_name(meta, model_dir / "model.json")
+    detection = fast_network(detector_weights, DETECTION)
+    window = fast_network(detector_weights, WINDOW)
     if detection is None or window is None:
         tf_detection, tf_window = on_tensorflow().plate_net(model_dir, meta)
         detection, window = detection or tf_detection, window or tf_window

@@ -180,7 +180,8 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
     out = tmp_path / "tuned"
 
     result = finetune(str(photos_dir), "--out", str(out), "--model", str(base), "--steps", "3",
-                      "--batch-size", "8", "--check-count", "8", "--holdout", "0.25", "--seed", "4", "--json")
+                      "--batch-size", "8", "--check-count", "8", "--holdout", "0.25", "--seed", "4",
+                      "--detector", "--detector-steps", "2", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(printed["before"]) == EVAL_KEYS == set(printed["after"])
@@ -201,7 +202,16 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
 
     # one reader, the fine-tuned one, whose weights moved from the base reader's
     assert [r["weights"] for r in meta["readers"]] == ["reader-r9-ft.weights.h5"]
-    assert not (out / "reader-r9.weights.h5").exists() and (out / "weights.weights.h5").is_file()
+    assert not (out / "reader-r9.weights.h5").exists()
+    # the fine-tuned detection network in place of the base's, model.json pointing at it
+    assert meta["weights"] == "weights-ft.weights.h5" and not (out / "weights.weights.h5").exists()
+    detector = record["detector"]
+    assert detector["fine_tuned"] and detector["steps"] == 2 and detector["weights"] == meta["weights"]
+    assert detector["photos"] == len(split.train)
+    assert set(detector["window_check"]["after"]) == {"synthetic", "yours"}
+    assert "read_acc" not in detector["window_check"]["after"]["yours"]  # no text in your windows
+    assert meta["stages"][-1]["command"] == record["command"]
+    assert meta["finetuned_from"] == "weights.weights.h5"
 
     def arrays(path: Path) -> list[np.ndarray]:
         with h5py.File(path) as f:
@@ -209,9 +219,11 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
             f.visititems(lambda _, obj: found.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
             return found
 
-    tuned, before = arrays(out / "reader-r9-ft.weights.h5"), arrays(base / "reader-r9.weights.h5")
-    assert len(tuned) == len(before)
-    assert any(not np.array_equal(a, b) for a, b in zip(tuned, before, strict=True))
+    for tuned_name, base_name in (("reader-r9-ft.weights.h5", "reader-r9.weights.h5"),
+                                  ("weights-ft.weights.h5", "weights.weights.h5")):
+        tuned, before = arrays(out / tuned_name), arrays(base / base_name)
+        assert len(tuned) == len(before)
+        assert any(not np.array_equal(a, b) for a, b in zip(tuned, before, strict=True))
 
     from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
@@ -237,3 +249,100 @@ def test_evaluate_images_scores_only_the_images_given(tmp_path):
     assert (report.images, report.plates, report.detected, report.read_exact) == (2, 2, 2, 1)
     with pytest.raises(EvalError):
         evaluate_images([], detect)
+
+
+def test_lookalikes_merge_into_one_class_and_the_blank_stays_last():
+    from anprd.ctc import ALPHABET
+    from train.finetune import merged_classes
+
+    matrix = merged_classes(("0O", "1I"))
+    assert matrix.shape == (len(ALPHABET) + 1, len(ALPHABET) + 1 - 2)
+    assert (matrix.sum(axis=1) == 1).all()  # every class lands in exactly one merged class
+    target = matrix.argmax(axis=1)
+    assert target[ALPHABET.index("O")] == target[ALPHABET.index("0")]
+    assert target[ALPHABET.index("I")] == target[ALPHABET.index("1")]
+    assert target[ALPHABET.index("D")] != target[ALPHABET.index("0")]
+    assert target[len(ALPHABET)] == matrix.shape[1] - 1
+    assert len(set(target.tolist())) == matrix.shape[1]
+    assert (merged_classes(()) == np.eye(len(ALPHABET) + 1)).all()
+
+
+def test_your_plates_do_not_teach_which_lookalike_a_glyph_is_unless_asked():
+    import keras
+
+    from anprd.ctc import ALPHABET
+    from train.finetune import LOOKALIKES, _training
+
+    image = keras.Input((32, 128, 1))
+    logits = keras.layers.Reshape((32, 37))(keras.layers.Dense(32 * 37)(keras.layers.Flatten()(image)))
+    model = keras.Model(image, {"text": logits})
+    n = 4
+    images = np.random.default_rng(0).integers(0, 255, (n, 32, 128, 1)).astype(np.uint8)
+
+    def real_loss(text: str, lookalikes: tuple[str, ...]) -> float:
+        _, step = _training(model, 10, 1e-12, 1.0, lookalikes)  # a learning rate that changes nothing
+        labels = np.zeros((n, 10), np.int32)
+        labels[:, : len(text)] = [ALPHABET.index(c) for c in text]
+        return float(step(images, labels, np.full(n, len(text), np.int32), np.full((n, 32), 36, np.int32),
+                          np.zeros(n, np.float32), np.ones(n, np.float32))[1])
+
+    assert real_loss("AO1", LOOKALIKES) == pytest.approx(real_loss("A0I", LOOKALIKES), rel=1e-5)
+    assert real_loss("AO1", ()) != pytest.approx(real_loss("A0I", ()), rel=1e-3)
+    assert real_loss("AO1", LOOKALIKES) != pytest.approx(real_loss("ADI", LOOKALIKES), rel=1e-3)
+
+
+# -- the presence fine-tune's windows ----------------------------------------------------------------
+def test_detector_windows_are_labelled_by_the_presence_rule_in_the_window_convention():
+    from train.finetune import WINDOW_KINDS, RealPhoto, detector_window, make_window_batch
+    from train.gen import presence_label
+
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 255, (360, 640)).astype(np.uint8)
+    gray[150:190, 200:290] = 230  # a bright plate-sized patch where the label says
+    photo = RealPhoto(gray, [(200.0, 150.0, 290.0, 190.0)], [True], [(500.0, 20.0, 560.0, 40.0)])
+    windows = [detector_window(rng, photo) for _ in range(300)]
+    assert {w.kind for w in windows} <= set(WINDOW_KINDS)
+    assert all(w.image.shape == (64, 128) and w.image.dtype == np.uint8 for w in windows)
+    assert all(w.present == presence_label(w.box) for w in windows if w.present)
+    assert all(w.present == (w.kind == "positive") for w in windows)
+    present = [w for w in windows if w.present]
+    assert 0.3 < len(present) / len(windows) < 0.65
+    # the plate is where the box says: brighter than the window around it
+    for w in present[:20]:
+        x0, y0, x1, y1 = (round(v) for v in w.box)
+        inside = w.image[y0 + 3: y1 - 3, x0 + 3: x1 - 3]
+        assert inside.mean() > w.image.mean()
+    batch = make_window_batch(windows)
+    assert batch["image"].shape == (300, 64, 128, 1)
+    assert (batch["box"][batch["present"] > 0] >= 0).all() and (batch["box"][batch["present"] > 0] <= 1).all()
+    assert not batch["read"].any() and not batch["columns_ok"].any() and not batch["label_len"].any()
+    # every kind of negative turns up, each negative by the rule
+    assert {"truncated", "too_small", "too_big", "background"} <= {w.kind for w in windows if not w.present}
+
+
+def test_the_detector_fine_tune_can_be_left_out_and_its_options_are_checked():
+    from train.finetune import FinetuneError, _check_options, build_parser
+
+    parser = build_parser("anprd finetune")
+    assert parser.parse_args(["d", "--out", "o"]).detector is None  # auto: when the base misses plates
+    assert parser.parse_args(["d", "--out", "o", "--no-detector"]).detector is False
+    for bad in (["--detector-steps", "0"], ["--detector-lr", "0"], ["--detector-real-fraction", "0"],
+                ["--detector-real-weight", "-1"]):
+        with pytest.raises(FinetuneError, match="--detector"):
+            _check_options(parser.parse_args(["d", "--out", "o", *bad]))
+
+
+def test_a_model_json_names_its_detection_weights_inside_the_folder(tmp_path):
+    from anprd.config.detector import DetectorConfig
+    from anprd.detector import ModelError, PlateDetector
+
+    model = tmp_path / "model"
+    shutil.copytree(REPO / "models" / "anprd-v9", model)
+    meta = json.loads((model / "model.json").read_text())
+    for bad in ("../weights.weights.h5", "", 3):
+        (model / "model.json").write_text(json.dumps({**meta, "weights": bad}))
+        with pytest.raises(ModelError, match='"weights"'):
+            PlateDetector(model, DetectorConfig(model=str(model), prefilter="none"))
+    (model / "model.json").write_text(json.dumps({**meta, "weights": "missing.weights.h5"}))
+    with pytest.raises(ModelError, match="missing.weights.h5"):
+        PlateDetector(model, DetectorConfig(model=str(model), prefilter="none"))

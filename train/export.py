@@ -39,12 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
+from anprd.runtime import detector_weights_name, first_line
+from cascade.models import ModelError
+
 __all__ = ["EXPORT_FORMAT", "OPSET", "calibration_batches", "export_onnx", "main", "sha256_file"]
 
 EXPORT_FORMAT = "anprd-export/1"
 OPSET = 17
 DETECTION_FILE, WINDOW_FILE = "detection.onnx", "window.onnx"
-DETECTOR_WEIGHTS = "weights.weights.h5"
 CALIBRATION_SEED = 880001  # its own seed: calibration never shares samples with validation sets
 
 
@@ -73,13 +75,14 @@ def _tf_functions(model_dir: Path) -> tuple[dict, dict]:
     from anprd.model import NetConfig, PlateNet, ReaderConfig, build_reader
 
     meta = json.loads((model_dir / "model.json").read_text())
+    detector_weights = detector_weights_name(meta, model_dir / "model.json")  # a fine-tuned one too
     net = PlateNet(NetConfig.from_json(meta["net"]))
-    net.window_model.load_weights(model_dir / DETECTOR_WEIGHTS)
+    net.window_model.load_weights(model_dir / detector_weights)
     functions = {
         DETECTION_FILE: (tf.function(lambda x: net.detection_model(x, training=False)),
-                         tf.TensorSpec([None, None, None, 1], tf.float32, name="image"), DETECTOR_WEIGHTS),
+                         tf.TensorSpec([None, None, None, 1], tf.float32, name="image"), detector_weights),
         WINDOW_FILE: (tf.function(lambda x: net.window_model(x, training=False)),
-                      tf.TensorSpec([None, 64, 128, 1], tf.float32, name="window"), DETECTOR_WEIGHTS),
+                      tf.TensorSpec([None, 64, 128, 1], tf.float32, name="window"), detector_weights),
     }
     for record in meta.get("readers", []):
         reader = build_reader(ReaderConfig.from_json(record["net"]))
@@ -333,7 +336,7 @@ def compare(model_dir: Path, out_dir: Path, backgrounds: list[Path], threads: in
     rows = [{"runtime": "tensorflow", "precision": "float32",
              "detection_ms": _ms(lambda b: functions[DETECTION_FILE][0](b), page, repeats),
              "reader_ms": _ms(lambda b: functions[reader_name][0](b), crops, repeats),
-             "bytes": (model_dir / "weights.weights.h5").stat().st_size
+             "bytes": (model_dir / functions[DETECTION_FILE][2]).stat().st_size
              + (model_dir / meta["readers"][0]["weights"]).stat().st_size}]
     calibration = {name: calibration_batches(name, backgrounds) for name in (DETECTION_FILE, reader_name)}
     for precision in ("float32", "int8"):
@@ -382,10 +385,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="--compare: timed calls per figure")
     args = parser.parse_args(argv)
     model_dir = Path(args.model)
-    for required in ("model.json", "weights.weights.h5"):
-        if not (model_dir / required).is_file():
-            print(f"{model_dir / required}: missing (not a model folder)", file=sys.stderr)
-            return 2
+    if not (model_dir / "model.json").is_file():
+        print(f"{model_dir / 'model.json'}: missing (not a model folder)", file=sys.stderr)
+        return 2
+    try:
+        meta = json.loads((model_dir / "model.json").read_text())
+        weights = model_dir / detector_weights_name(meta, model_dir / "model.json")
+    except (OSError, ValueError, AttributeError, ModelError) as exc:
+        print(f"{model_dir / 'model.json'}: not a model folder's metadata ({first_line(exc)})",
+              file=sys.stderr)
+        return 2
+    if not weights.is_file():
+        print(f"{weights}: missing (not a model folder)", file=sys.stderr)
+        return 2
     backgrounds = [Path(b) for b in (args.backgrounds or ["../shared/data/streets"])]
     if args.backgrounds and not all(b.is_dir() for b in backgrounds):
         print(f"--backgrounds: no such folder among {', '.join(map(str, backgrounds))}", file=sys.stderr)

@@ -16,15 +16,26 @@ DIR holds photos and `labels.tsv` in the `anprd eval` format (file, x, y, w, h, 
    posed anew (rotation, perspective, a smaller plate), degraded (blur, noise, light, JPEG) and cut
    by `anprd.detector.reader_crop` around a box with the detector's errors, as the detector cuts it.
    Synthetic crops learn from CTC and per-column targets, the user's (whose characters' places are
-   unknown) from CTC alone.
-4. MODEL_DIR is the base model folder with the fine-tuned reader in place of the base readers;
+   unknown) from CTC alone, in which O/0 and I/1 count as one character each (`--learn-lookalikes`
+   lifts that): which of two look-alikes a glyph is, is a country's habit (US plates have no O or
+   I), and a reader taught it by one country's plates misreads other countries' O and I.
+4. Where the base detector missed some of the training part's plates (or with `--detector`; never
+   with `--no-detector`), the detection network's presence and box outputs are fine-tuned too:
+   64x128 windows cut from the training photos (`detector_window`) around each labelled plate,
+   posed and degraded as the reader's crops are, at scales and places that make them positives by
+   the presence rule (`train.gen.presence_label`: the plate inside the window, under 80% of its
+   width and 87.5% of its height, over 60% of either; half centred as the detector's re-read crop
+   frames a plate) or negatives by it (cut by an edge, too small, too large), and background windows
+   anywhere else at the pyramid's scales; missed plates are drawn more often. They learn presence
+   and box (no text: their characters' places are unknown), mixed with synthetic windows
+   (`train.gen.sample_window`, all of train.train's losses) so other plates are not forgotten.
+5. MODEL_DIR is the base model folder with the fine-tuned reader in place of the base readers (and
+   the fine-tuned detection network in place of the base's, model.json's "weights" naming it);
    its model.json says what made it under "finetune" (base model and its model.json's hash, the
    command, seed, steps, data folder, hash of the training files' names, the split, the held-out
-   figures before and after, minutes). `finetune-split.json` lists the files of each part. The
-   base model's confidence calibration is dropped (it was fitted to the base reader).
-
-Only the reader is fine-tuned: the detection network, and so which plates are found, stays the
-base model's.
+   figures before and after, the detector fine-tune's settings and window checks, minutes).
+   `finetune-split.json` lists the files of each part. The base model's confidence calibration is
+   dropped (it was fitted to the base reader).
 """
 
 from __future__ import annotations
@@ -47,8 +58,8 @@ import numpy as np
 from anprd.errors import AnprdError
 from anprd.evaluate import EvalReport, LabelledImage, read_labels
 
-__all__ = ["MIN_PLATES", "FinetuneError", "RealPlate", "Split", "augment_plate", "cut_plate", "main",
-           "names_hash", "split_images"]
+__all__ = ["MIN_PLATES", "FinetuneError", "RealPhoto", "RealPlate", "Split", "augment_plate", "cut_plate",
+           "detector_window", "main", "make_window_batch", "names_hash", "split_images"]
 
 MIN_PLATES = 20  # fewer plates in the training part teach a reader nothing it keeps
 MAX_LABEL = 10  # the reader reads 1-10 characters (train.train.MAX_LABEL)
@@ -57,6 +68,9 @@ EVAL_KEYS = ("images", "plates", "detected", "read_exact", "read_rate", "detecti
 SYNTHETIC_CHECK = (1000, 990011)  # synthetic crops (count, seed) read before and after: forgetting
 STREETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "streets"
 READER_NAME = "reader-{base}-ft.weights.h5"
+DETECTOR_NAME = "weights-ft.weights.h5"
+DETECTOR_CHECK = (1000, 990021)  # synthetic windows (count, seed) scored before and after: forgetting
+LOOKALIKES = ("0O", "1I")  # the user's plates do not teach which of these a glyph is (`_training`)
 
 
 class FinetuneError(AnprdError):
@@ -217,12 +231,191 @@ def plain_crop(plate: RealPlate):
 
 
 # --------------------------------------------------------------------------------------------------
+# The user's photos as detector windows (the presence fine-tune)
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class RealPhoto:
+    """A training photo (grayscale) for detector windows: its labelled plate boxes (x0, y0, x1, y1),
+    which of them the base detector missed, and the base's detections no label matched (maybe a
+    plate nobody labelled: background windows keep away from them)."""
+
+    gray: np.ndarray
+    boxes: list[tuple[float, float, float, float]]
+    missed: list[bool]
+    unmatched: list[tuple[float, float, float, float]]
+
+
+# the share of each kind of window cut from the user's photos; the labels come from the presence rule
+WINDOW_KINDS = {"positive": 0.45, "truncated": 0.15, "too_small": 0.1, "too_big": 0.05, "background": 0.25}
+PYRAMID_SCALES = (0.12, 1.6)  # the default pyramid's range: 0.6 * 128 / 640 .. 0.75 * 128 / 60
+MISSED_WEIGHT = 3.0  # a plate the base detector missed is drawn this many times as often
+
+
+def _translate(x: float, y: float) -> np.ndarray:
+    return np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], np.float64)
+
+
+def _cut_window(gray: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The 64x128 window that the 3x3 `matrix` maps `gray` to (photo -> window pixels), shrunk
+    with INTER_AREA first where the window sees the photo smaller (as the pyramid's levels are made),
+    the photo's border repeated outside it."""
+    import cv2
+
+    from anprd.model import WINDOW_H, WINDOW_W
+
+    corners = np.array([[0, 0], [WINDOW_W, 0], [WINDOW_W, WINDOW_H], [0, WINDOW_H]], np.float32)
+    seen = cv2.perspectiveTransform(corners[None], np.linalg.inv(matrix).astype(np.float32))[0]
+    h, w = gray.shape[:2]
+    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+    margin = 2 + 2 / max(scale, 1e-3)
+    x0 = int(np.clip(math.floor(seen[:, 0].min() - margin), 0, w - 1))
+    y0 = int(np.clip(math.floor(seen[:, 1].min() - margin), 0, h - 1))
+    x1 = int(np.clip(math.ceil(seen[:, 0].max() + margin), x0 + 1, w))
+    y1 = int(np.clip(math.ceil(seen[:, 1].max() + margin), y0 + 1, h))
+    region = gray[y0:y1, x0:x1]
+    matrix = matrix @ _translate(x0, y0)
+    if scale < 0.8:
+        size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
+        fx, fy = size[0] / region.shape[1], size[1] / region.shape[0]
+        region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        matrix = matrix @ np.diag([1 / fx, 1 / fy, 1.0])
+    return cv2.warpPerspective(region, matrix, (WINDOW_W, WINDOW_H), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+
+
+def _degrade(rng: np.random.Generator, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """Light (contrast, brightness, gamma) and camera (blur, noise, JPEG) of other cameras."""
+    import cv2
+
+    image = image.astype(np.float32)
+    mean = float(image.mean())
+    image = (image - mean) * math.exp(rng.normal(0, 0.25 * strength)) + mean + rng.normal(0, 18 * strength)
+    image = 255 * (np.clip(image, 0, 255) / 255) ** math.exp(rng.normal(0, 0.25 * strength))
+    if rng.random() < 0.35 * strength:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2))
+    if rng.random() < 0.5 * strength:
+        image = image + rng.normal(0, rng.uniform(2, 8), image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5 * strength:
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
+        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    return image
+
+
+def detector_window(rng: np.random.Generator, photo: RealPhoto, strength: float = 1.0,
+                    kind: str | None = None):
+    """A 64x128 window cut from a user's photo, labelled by the presence rule (`train.gen.presence_label`)
+    over all the photo's labelled plates: around a plate (drawn `MISSED_WEIGHT` times as often where
+    the base detector missed it), turned a few degrees and put in perspective, at a scale and place
+    that make it a positive (half of them centred as the detector's re-read crop frames a plate) or
+    a negative by the rule (`truncated`, `too_small`, `too_big`, as `train.gen.sample_window` makes
+    them), or a `background` window anywhere at a pyramid scale (away from the base's unmatched
+    detections). Degraded like the reader's crops. Returns a `train.gen.WindowSample` without text."""
+    import cv2
+
+    from anprd.model import WINDOW_H, WINDOW_W
+    from train.gen import WindowSample, _scale_range, presence_label
+
+    if kind is None:
+        kind = str(rng.choice(list(WINDOW_KINDS), p=list(WINDOW_KINDS.values())))
+    if not photo.boxes:
+        kind = "background"
+    h, w = photo.gray.shape[:2]
+    if kind == "background":
+        for _ in range(10):  # a place clear of the base's unmatched detections, if one turns up
+            scale = math.exp(rng.uniform(*np.log(PYRAMID_SCALES)))
+            seen_w, seen_h = WINDOW_W / scale, WINDOW_H / scale
+            left = rng.uniform(min(0.0, w - seen_w), max(0.0, w - seen_w))
+            top = rng.uniform(min(0.0, h - seen_h), max(0.0, h - seen_h))
+            if not any(left <= (b[0] + b[2]) / 2 <= left + seen_w and top <= (b[1] + b[3]) / 2 <= top + seen_h
+                       for b in photo.unmatched):
+                break
+        matrix = np.diag([scale, scale, 1.0]) @ _translate(-left, -top)
+    else:
+        weights = np.where(photo.missed, MISSED_WEIGHT, 1.0)
+        x0, y0, x1, y1 = photo.boxes[int(rng.choice(len(photo.boxes), p=weights / weights.sum()))]
+        pw, ph = max(4.0, x1 - x0), max(2.0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        angle = math.radians(float(np.clip(rng.normal(0, 2.5 * strength), -7, 7)))
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+        rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        moved = (corners - [cx, cy]) @ rotation.T + [cx, cy]
+        moved += rng.normal(0, 1, (4, 2)) * [0.025 * pw * strength, 0.05 * ph * strength]
+        pose = cv2.getPerspectiveTransform(corners, moved.astype(np.float32)).astype(np.float64)
+        bx0, by0 = moved.min(axis=0)
+        bw, bh = np.ptp(moved[:, 0]), np.ptp(moved[:, 1])
+        s_lo, s_hi = _scale_range(bw, bh)
+        centred = kind == "positive" and rng.random() < 0.5
+        if centred:  # as the detector's re-read crop frames a plate: ~70% of the width, centred
+            scale = max(min(rng.uniform(0.62, 0.78) * WINDOW_W / bw, s_hi), s_lo)
+        elif kind in ("positive", "truncated"):
+            scale = math.exp(rng.uniform(math.log(s_lo), math.log(s_hi)))
+        elif kind == "too_small":
+            scale = s_lo * rng.uniform(0.3, 0.92)
+        else:
+            scale = s_hi * rng.uniform(1.08, 1.8)
+        pw, ph = bw * scale, bh * scale
+        if kind == "truncated":  # across an edge by 4% .. 60% of its size
+            side, frac = rng.integers(4), rng.uniform(0.04, 0.6)
+            tx, ty = rng.uniform(0, max(0.0, WINDOW_W - pw)), rng.uniform(0, max(0.0, WINDOW_H - ph))
+            if side == 0:
+                tx = -frac * pw
+            elif side == 1:
+                tx = WINDOW_W - (1 - frac) * pw
+            elif side == 2:
+                ty = -frac * ph
+            else:
+                ty = WINDOW_H - (1 - frac) * ph
+        elif kind == "too_big":
+            tx = rng.uniform(min(0.0, WINDOW_W - pw), max(0.0, WINDOW_W - pw))
+            ty = rng.uniform(min(0.0, WINDOW_H - ph), max(0.0, WINDOW_H - ph))
+        elif centred:
+            tx, ty = (WINDOW_W - pw) / 2 + rng.uniform(-4, 4), (WINDOW_H - ph) / 2 + rng.uniform(-3, 3)
+        else:
+            tx, ty = rng.uniform(0, max(0.0, WINDOW_W - pw)), rng.uniform(0, max(0.0, WINDOW_H - ph))
+        matrix = _translate(tx - bx0 * scale, ty - by0 * scale) @ np.diag([scale, scale, 1.0]) @ pose
+    image = _degrade(rng, _cut_window(photo.gray, matrix), strength)
+    present, box = False, (0.0, 0.0, 0.0, 0.0)
+    for x0, y0, x1, y1 in photo.boxes:
+        corners = np.array([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]], np.float32)
+        seen = cv2.perspectiveTransform(corners, matrix.astype(np.float32))[0]
+        seen_box = (float(seen[:, 0].min()), float(seen[:, 1].min()),
+                    float(seen[:, 0].max()), float(seen[:, 1].max()))
+        if presence_label(seen_box):
+            present, box = True, seen_box
+            break
+    return WindowSample(image, present, "", box, kind if present == (kind == "positive") else
+                        ("positive" if present else "truncated"))
+
+
+def make_window_batch(samples: list) -> dict[str, np.ndarray]:
+    """`train.train.make_batch` for the user's windows: presence and box; no text to learn."""
+    from anprd.ctc import BLANK
+    from train.train import MAX_LABEL as LABEL_SLOTS
+    from train.train import TEXT_COLUMNS
+
+    n = len(samples)
+    return {
+        "image": np.stack([s.image for s in samples])[..., None],
+        "present": np.array([s.present for s in samples], np.float32),
+        "box": np.array([(s.box[0] / 128, s.box[1] / 64, s.box[2] / 128, s.box[3] / 64) if s.present
+                         else (0.0, 0.0, 0.0, 0.0) for s in samples], np.float32),
+        "labels": np.zeros((n, LABEL_SLOTS), np.int32),
+        "label_len": np.zeros((n,), np.int32),
+        "read": np.zeros((n,), np.float32),
+        "columns": np.full((n, TEXT_COLUMNS), BLANK, np.int32),
+        "columns_ok": np.zeros((n,), np.float32),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------------
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Fine-tune the plate reader on your own labelled photos (DIR/labels.tsv, "
-                               "the `anprd eval` format) and write a model folder with it.")
+        prog=prog, description="Fine-tune the plate reader (and, where it misses your plates, the detection "
+                               "network's presence) on your own labelled photos (DIR/labels.tsv, the "
+                               "`anprd eval` format) and write a model folder with them.")
     parser.add_argument("folder", metavar="DIR", help="photos and labels.tsv (file x y w h PLATE per plate)")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR",
                         help="the new model folder (must not exist, or be empty)")
@@ -237,14 +430,25 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="crops per step (default 64)")
     parser.add_argument("--real-fraction", type=float, default=0.5,
                         help="share of each batch cut from your photos; the rest are synthetic (default 0.5)")
-    parser.add_argument("--real-weight", type=float, default=0.5,
-                        help="weight of your crops' CTC loss beside the synthetic crops' loss (default 0.5)")
-    parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
-    parser.add_argument("--freeze-norm", action=argparse.BooleanOptionalAction, default=False,
-                        help="keep the base reader's batch-norm statistics and scales (default: off)")
-    parser.add_argument("--anchor", type=float, default=0.0,
-                        help="weight of a pull of every weight back to the base reader's, summed squared "
-                             "distance (L2-SP; default 0)")
+    parser.add_argument("--real-weight", type=float, default=0.2,
+                        help="weight of your crops' CTC loss beside the synthetic crops' loss (default 0.2)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    parser.add_argument("--learn-lookalikes", action="store_true",
+                        help="let your plates teach which of O/0 and I/1 a glyph is too (your country's "
+                             "letter/digit habits, read into other countries' plates); by default only "
+                             "the synthetic plates teach that")
+    parser.add_argument("--detector", action=argparse.BooleanOptionalAction, default=None,
+                        help="fine-tune the detection network's presence and box outputs on windows of "
+                             "your photos too (default: when the base model misses some of the training "
+                             "part's plates); --no-detector keeps the base's")
+    parser.add_argument("--detector-steps", type=int, default=800,
+                        help="presence fine-tune steps (default 800)")
+    parser.add_argument("--detector-lr", type=float, default=2e-4,
+                        help="presence fine-tune peak learning rate (default 2e-4)")
+    parser.add_argument("--detector-real-fraction", type=float, default=0.5,
+                        help="share of each presence fine-tune batch cut from your photos (default 0.5)")
+    parser.add_argument("--detector-real-weight", type=float, default=1.0,
+                        help="weight of your windows' presence and box loss (default 1.0)")
     parser.add_argument("--backgrounds", type=Path, action="append", default=None,
                         help="background folders for the synthetic plates (default ../shared/data/streets "
                              "when present; scikit-image's photos always)")
@@ -269,6 +473,13 @@ def _check_options(args: argparse.Namespace) -> None:
         raise FinetuneError(f"--real-fraction must be over 0 and at most 1, got {args.real_fraction:g}")
     if not args.real_weight > 0 or not args.lr > 0:
         raise FinetuneError("--real-weight and --lr must be positive")
+    if args.detector_steps < 1:
+        raise FinetuneError(f"--detector-steps must be at least 1, got {args.detector_steps}")
+    if not 0 < args.detector_real_fraction <= 1:
+        raise FinetuneError("--detector-real-fraction must be over 0 and at most 1, got "
+                            f"{args.detector_real_fraction:g}")
+    if not args.detector_real_weight > 0 or not args.detector_lr > 0:
+        raise FinetuneError("--detector-real-weight and --detector-lr must be positive")
     if args.workers < 1 or args.check_count < 1:
         raise FinetuneError("--workers and --check-count must be at least 1")
 
@@ -328,9 +539,11 @@ def _score(detector, images: list[LabelledImage], desc: str, keep: list | None =
         bar.close()
 
 
-def _real_plates(images: list[LabelledImage], detections: list[list]) -> tuple[list[RealPlate], int]:
+def _real_plates(images: list[LabelledImage], detections: list[list], photos: list[RealPhoto] | None = None
+                 ) -> tuple[list[RealPlate], int]:
     """Every labelled plate of `images` cut with context, with the detection matched to it (IoU >= 0.3,
-    Hungarian, as `anprd eval` matches); and how many were found."""
+    Hungarian, as `anprd eval` matches); and how many were found. `photos` collects each photo for
+    the detector's windows."""
     import cv2
     from scipy.optimize import linear_sum_assignment
 
@@ -339,11 +552,11 @@ def _real_plates(images: list[LabelledImage], detections: list[list]) -> tuple[l
 
     plates, found = [], 0
     for item, predicted in zip(images, detections, strict=True):
-        if not item.plates:
+        if not item.plates and photos is None:
             continue
         gray = cv2.cvtColor(read_image(item.path), cv2.COLOR_BGR2GRAY)
         matched: dict[int, int] = {}
-        if predicted:
+        if predicted and item.plates:
             iou = np.array([[box.iou(p.box) for p in predicted] for box, _ in item.plates])
             rows, cols = linear_sum_assignment(-iou)
             matched = {int(r): int(c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= IOU_MATCH}
@@ -354,6 +567,12 @@ def _real_plates(images: list[LabelledImage], detections: list[list]) -> tuple[l
                 detected = (d.x, d.y, d.x + d.w, d.y + d.h)
                 found += 1
             plates.append(cut_plate(gray, (box.x, box.y, box.x + box.w, box.y + box.h), detected, text))
+        if photos is not None:
+            photos.append(RealPhoto(
+                gray, [(b.x, b.y, b.x + b.w, b.y + b.h) for b, _ in item.plates],
+                [i not in matched for i in range(len(item.plates))],
+                [(p.box.x, p.box.y, p.box.x + p.box.w, p.box.y + p.box.h)
+                 for j, p in enumerate(predicted) if j not in matched.values()]))
     return plates, found
 
 
@@ -430,8 +649,12 @@ def finetune(args: argparse.Namespace, command: str,
     before = _figures(_score(base, split.heldout, "held-out photos, base model")) if split.heldout else None
     detections: list[list] = []
     train_before = _figures(_score(base, split.train, "training photos, base model", detections))
-    plates, found = _real_plates(split.train, detections)
-    del base
+    photos: list[RealPhoto] = []
+    plates, found = _real_plates(split.train, detections, photos)
+    del base, detections
+    tune_detector = found < train_plates if args.detector is None else args.detector
+    if not tune_detector:
+        photos = []
 
     tf.keras.utils.set_random_seed(args.seed)
     reader_record = base_readers[0]
@@ -449,11 +672,8 @@ def finetune(args: argparse.Namespace, command: str,
 
     n_real = max(1, round(args.batch_size * args.real_fraction))
     n_synthetic = args.batch_size - n_real
-    if args.freeze_norm:  # Keras runs a frozen BatchNormalization in inference mode: its statistics stay
-        for layer in model.layers:
-            if isinstance(layer, tf.keras.layers.BatchNormalization):
-                layer.trainable = False
-    optimizer, train_step = _training(model, args.steps, args.lr, args.real_weight, args.anchor)
+    optimizer, train_step = _training(model, args.steps, args.lr, args.real_weight,
+                                      () if args.learn_lookalikes else LOOKALIKES)
     source = BatchSource(args.workers, args.seed * 1000 + 7, backgrounds, n_synthetic, task="reader",
                          styled=args.styled) if n_synthetic else None
     if source is not None:
@@ -483,16 +703,25 @@ def finetune(args: argparse.Namespace, command: str,
             source.close()
     train_minutes = (time.time() - train_started) / 60
     synthetic_after = _reader_accuracy(predict, synthetic)
+    window_model, detector_record = None, None
+    if tune_detector:
+        window_model, detector_record = finetune_detector(args, model_dir, base_meta, photos, backgrounds)
+    del photos
 
     # the model folder: the base's files, the fine-tuned reader in place of the base readers
     out.mkdir(parents=True, exist_ok=True)
+    base_weights = str(base_meta.get("weights", "weights.weights.h5"))
     replaced = {r.get("weights") for r in base_readers}
+    if window_model is not None:
+        replaced.add(base_weights)
     for path in sorted(model_dir.iterdir()):
         if path.is_file() and path.name not in replaced:
             shutil.copyfile(path, out / path.name)
     weights_name = READER_NAME.format(base=Path(str(reader_record["weights"])).name
                                       .removeprefix("reader-").removesuffix(".weights.h5"))
     model.save_weights(out / weights_name)
+    if window_model is not None:
+        window_model.save_weights(out / DETECTOR_NAME)
     split_record = {"method": split.method, "holdout": args.holdout,
                     **({} if args.split_by_name else {"seed": args.seed}),
                     "train_images": len(split.train), "train_plates": train_plates,
@@ -509,8 +738,8 @@ def finetune(args: argparse.Namespace, command: str,
         "real_fraction": args.real_fraction,
         "real_weight": args.real_weight,
         "lr": args.lr,
-        "freeze_norm": args.freeze_norm,
-        "anchor": args.anchor,
+        "lookalikes": "learned from the photos" if args.learn_lookalikes
+        else f"{', '.join('/'.join(g) for g in LOOKALIKES)} taught by synthetic plates only",
         "styled": args.styled,
         "backgrounds": backgrounds,
         "data": str(folder.resolve()),
@@ -524,6 +753,10 @@ def finetune(args: argparse.Namespace, command: str,
                                    "styled": args.styled, "before": synthetic_before,
                                    "after": synthetic_after},
         "training_minutes": round(train_minutes, 1),
+        "detector": detector_record if detector_record is not None else {
+            "fine_tuned": False,
+            "why": "--no-detector" if args.detector is False else
+            "the base model found every plate of the training part"},
         "minutes": None,
     }
     meta = {key: value for key, value in base_meta.items() if key != "calibration"}
@@ -540,6 +773,14 @@ def finetune(args: argparse.Namespace, command: str,
                                "minutes": round(train_minutes, 1)}],
                    "finetuned_from": reader_record["weights"]})
     meta["readers"] = [reader]
+    if detector_record is not None:
+        meta["weights"] = DETECTOR_NAME
+        meta["finetuned_from"] = base_weights
+        meta["stages"] = [*base_meta.get("stages", []),
+                          {"command": command, "seed": args.seed, "steps": args.detector_steps,
+                           "minutes": detector_record["training_minutes"]}]
+        detector_record["fine_tuned"] = True
+        detector_record["weights"] = DETECTOR_NAME
     meta["finetune"] = record
     (out / "finetune-split.json").write_text(json.dumps(
         {"data": str(folder.resolve()), **split_record, "train": [i.path.name for i in split.train],
@@ -572,10 +813,29 @@ def _synthetic_batch(source) -> dict[str, np.ndarray]:
     return source.next()
 
 
-def _training(model, total_steps: int, lr: float, real_weight: float, anchor: float = 0.0):
+def merged_classes(groups: tuple[str, ...]) -> np.ndarray:
+    """(classes, merged classes) 0/1 matrix of the reader's classes (ALPHABET, then the blank) with
+    the characters of each group in `groups` counted as one class; the blank stays last."""
+    from anprd.ctc import ALPHABET
+
+    first = {c: group[0] for group in groups for c in group}
+    kept = [c for c in ALPHABET if first.get(c, c) == c]
+    matrix = np.zeros((len(ALPHABET) + 1, len(kept) + 1), np.float32)
+    for i, c in enumerate(ALPHABET):
+        matrix[i, kept.index(first.get(c, c))] = 1.0
+    matrix[len(ALPHABET), len(kept)] = 1.0
+    return matrix
+
+
+def _training(model, total_steps: int, lr: float, real_weight: float, lookalikes: tuple[str, ...] = ()):
     """Adam with a short warm-up and cosine decay; the loss is train.train_reader's (per-column
-    cross-entropy + 0.1 x CTC) over the synthetic crops plus `real_weight` x CTC over the user's,
-    plus `anchor` x the squared distance of the trainable weights from where they started (L2-SP)."""
+    cross-entropy + 0.1 x CTC) over the synthetic crops plus `real_weight` x CTC over the user's.
+
+    The user's CTC counts each group of `lookalikes` as one character: a reader fine-tuned on US
+    plates, which have no O or I, otherwise learns to read every round glyph as 0 and every bar as 1,
+    and misreads the O and I of other countries' plates (on `eu`, 5 of the 6 plates it lost). The
+    user's plates still teach the shapes, the layout and every other character; which look-alike a
+    glyph is stays as the synthetic plates (and `detector.countries`) teach it."""
     import keras
     import tensorflow as tf
 
@@ -585,7 +845,8 @@ def _training(model, total_steps: int, lr: float, real_weight: float, anchor: fl
         0.0, decay_steps=total_steps, alpha=0.03, warmup_target=lr,
         warmup_steps=max(1, min(150, total_steps // 10)))
     optimizer = keras.optimizers.Adam(schedule, clipnorm=5.0)
-    start = [tf.constant(v.numpy()) for v in model.trainable_variables]
+    merge = tf.constant(merged_classes(lookalikes))
+    merge_index = tf.constant(merged_classes(lookalikes).argmax(axis=1).astype(np.int32))
 
     @tf.function(reduce_retracing=True)
     def train_step(image, labels, label_len, columns, columns_ok, is_real):
@@ -600,16 +861,158 @@ def _training(model, total_steps: int, lr: float, real_weight: float, anchor: fl
             synthetic_loss = (
                 tf.reduce_sum(synthetic * 0.1 * ctc) / tf.maximum(tf.reduce_sum(synthetic), 1.0)
                 + tf.reduce_sum(column_ce * columns_ok) / tf.maximum(tf.reduce_sum(columns_ok), 1.0))
-            real_loss = tf.reduce_sum(is_real * ctc) / tf.maximum(tf.reduce_sum(is_real), 1.0)
+            if lookalikes:  # log of the summed probabilities of each group's classes
+                top = tf.reduce_max(logits, axis=-1, keepdims=True)
+                merged = tf.math.log(tf.tensordot(tf.exp(logits - top), merge, axes=1) + 1e-30) + top
+                real_ctc = tf.nn.ctc_loss(labels=tf.gather(merge_index, labels), logits=merged,
+                                          label_length=label_len,
+                                          logit_length=tf.fill([tf.shape(image)[0]], logits.shape[1]),
+                                          logits_time_major=False, blank_index=merged.shape[-1] - 1)
+            else:
+                real_ctc = ctc
+            real_loss = tf.reduce_sum(is_real * real_ctc) / tf.maximum(tf.reduce_sum(is_real), 1.0)
             loss = synthetic_loss + real_weight * real_loss
-            if anchor:
-                loss += anchor * tf.add_n([tf.reduce_sum(tf.square(v - v0))
-                                           for v, v0 in zip(model.trainable_variables, start, strict=True)])
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return synthetic_loss, real_loss
 
     return optimizer, train_step
+
+
+def _detector_training(model, total_steps: int, lr: float, real_weight: float):
+    """Adam with a short warm-up and cosine decay on the window model. The synthetic windows learn
+    from train.train's loss (presence + 5 x box L1 + 0.1 x CTC + per-column cross-entropy); the
+    user's, whose characters' places are unknown, from presence and box alone, times `real_weight`."""
+    import keras
+    import tensorflow as tf
+
+    from anprd.ctc import BLANK
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total_steps, alpha=0.03, warmup_target=lr,
+        warmup_steps=max(1, min(100, total_steps // 10)))
+    optimizer = keras.optimizers.Adam(schedule, clipnorm=5.0)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(image, present, box, labels, label_len, read, columns, columns_ok, is_real):
+        with tf.GradientTape() as tape:
+            out = model(tf.cast(image, tf.float32), training=True)
+            presence = tf.nn.sigmoid_cross_entropy_with_logits(present, out["presence"][:, 0])
+            box_l1 = tf.reduce_sum(tf.abs(box - out["box"]), axis=1)
+
+            def detection_loss(mask):
+                positives = mask * present
+                return (tf.reduce_sum(mask * presence) / tf.maximum(tf.reduce_sum(mask), 1.0)
+                        + 5.0 * tf.reduce_sum(positives * box_l1) / tf.maximum(tf.reduce_sum(positives), 1.0))
+
+            synthetic = 1.0 - is_real
+            ctc = tf.nn.ctc_loss(labels=labels, logits=out["text"], label_length=tf.maximum(label_len, 1),
+                                 logit_length=tf.fill([tf.shape(image)[0]], out["text"].shape[1]),
+                                 logits_time_major=False, blank_index=BLANK)
+            read = read * synthetic
+            columns_ok = columns_ok * synthetic
+            column_ce = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(columns, out["text"]), axis=1)
+            synthetic_loss = (
+                detection_loss(synthetic)
+                + 0.1 * tf.reduce_sum(ctc * read) / tf.maximum(tf.reduce_sum(read), 1.0)
+                + tf.reduce_sum(column_ce * columns_ok) / tf.maximum(tf.reduce_sum(columns_ok), 1.0))
+            real_loss = detection_loss(is_real)
+            loss = synthetic_loss + real_weight * real_loss
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return synthetic_loss, real_loss
+
+    return optimizer, train_step
+
+
+def _presence_figures(predict, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    """train.train's window metrics of a fixed window set: presence at 0.5 and 0.99, and reading
+    where the set has text to read (the user's windows have none)."""
+    import warnings
+
+    from train.train import evaluate
+
+    with warnings.catch_warnings():  # no text to read: numpy's mean of nothing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        figures = evaluate(predict, batch)
+    if not batch["read"].any():
+        figures = {key: value for key, value in figures.items() if key.startswith("presence")}
+    return {key: round(value, 4) for key, value in figures.items()}
+
+
+def finetune_detector(args: argparse.Namespace, model_dir: Path, base_meta: dict, photos: list[RealPhoto],
+                      backgrounds: list[str]):
+    """The presence fine-tune: the base's window model (whose layers the detection model shares)
+    trained on windows of the user's photos (`detector_window`) mixed with synthetic windows
+    (`train.gen.sample_window`). Returns (the window model, the record for model.json)."""
+    import tensorflow as tf
+
+    from anprd.model import NetConfig, PlateNet
+    from train.train import BatchSource, generate_batches
+
+    tf.keras.utils.set_random_seed(args.seed + 1)
+    net = PlateNet(NetConfig.from_json(base_meta["net"]))
+    model = net.window_model
+    model.load_weights(model_dir / str(base_meta.get("weights", "weights.weights.h5")))
+
+    @tf.function(reduce_retracing=True)
+    def predict(image):
+        return model(image, training=False)
+
+    rng = np.random.default_rng([args.seed, 20261208])
+    check = generate_batches(args.check_count, DETECTOR_CHECK[1], backgrounds, 1.0, styled=args.styled)
+    real_check = make_window_batch([detector_window(rng, photos[int(rng.integers(len(photos)))], 0.5)
+                                    for _ in range(args.check_count)])
+    before = {"synthetic": _presence_figures(predict, check), "yours": _presence_figures(predict, real_check)}
+
+    n_real = max(1, round(args.batch_size * args.detector_real_fraction))
+    n_synthetic = args.batch_size - n_real
+    optimizer, train_step = _detector_training(model, args.detector_steps, args.detector_lr,
+                                               args.detector_real_weight)
+    source = BatchSource(args.workers, args.seed * 1000 + 11, backgrounds, n_synthetic, task="window",
+                         styled=args.styled) if n_synthetic else None
+    if source is not None:
+        source.difficulty.value = 1.0
+    bar = _bar("fine-tuning the detector", args.detector_steps)
+    losses: list[tuple[float, float]] = []
+    started = time.time()
+    try:
+        for step in range(1, args.detector_steps + 1):
+            real = make_window_batch([detector_window(rng, photos[int(i)])
+                                      for i in rng.integers(len(photos), size=n_real)])
+            batch = real if source is None else {key: np.concatenate((value, real[key]))
+                                                 for key, value in _synthetic_batch(source).items()}
+            is_real = np.zeros(len(batch["image"]), np.float32)
+            is_real[-n_real:] = 1.0
+            synthetic_loss, real_loss = train_step(batch["image"], batch["present"], batch["box"],
+                                                   batch["labels"], batch["label_len"], batch["read"],
+                                                   batch["columns"], batch["columns_ok"], is_real)
+            losses.append((float(synthetic_loss), float(real_loss)))
+            bar.update(1)
+            if step % 25 == 0 or step == args.detector_steps:
+                mean = np.mean(losses[-25:], axis=0)
+                bar.set_postfix(synthetic=f"{mean[0]:.3f}", yours=f"{mean[1]:.3f}")
+    finally:
+        bar.close()
+        if source is not None:
+            source.close()
+    minutes = (time.time() - started) / 60
+    after = {"synthetic": _presence_figures(predict, check), "yours": _presence_figures(predict, real_check)}
+    record = {
+        "steps": args.detector_steps, "batch_size": args.batch_size,
+        "real_fraction": args.detector_real_fraction, "real_weight": args.detector_real_weight,
+        "lr": args.detector_lr, "window_kinds": WINDOW_KINDS, "missed_weight": MISSED_WEIGHT,
+        "losses": "synthetic windows: presence + 5 x box L1 + 0.1 x CTC + per-column; yours: presence "
+                  "+ 5 x box L1 (no text)",
+        "photos": len(photos), "plates": sum(len(p.boxes) for p in photos),
+        "plates_missed_by_base": sum(sum(p.missed) for p in photos),
+        "window_check": {"count": args.check_count, "synthetic_seed": DETECTOR_CHECK[1],
+                         "yours": "windows of the training photos, half-strength augmentation",
+                         "before": before, "after": after},
+        "training_minutes": round(minutes, 1),
+    }
+    return model, record
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
@@ -629,6 +1032,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
         synthetic = record["synthetic_reader_check"]
         print(f"synthetic plates read by the reader alone: {100 * synthetic['before']['read_acc']:.1f}% -> "
               f"{100 * synthetic['after']['read_acc']:.1f}% ({synthetic['count']} crops)")
+        detector = record["detector"]
+        if detector["fine_tuned"]:
+            check = detector["window_check"]
+            for part in ("synthetic", "yours"):
+                before_part, after_part = check["before"][part], check["after"][part]
+                print(f"{part} windows, presence accuracy {100 * before_part['presence_acc']:.1f}% -> "
+                      f"{100 * after_part['presence_acc']:.1f}%, false positives at 0.99 "
+                      f"{100 * before_part['presence_fp_at_0.99']:.1f}% -> "
+                      f"{100 * after_part['presence_fp_at_0.99']:.1f}% ({check['count']} windows)")
+        else:
+            print(f"detection network not fine-tuned: {detector['why']}")
         print(f"wrote {args.out} in {record['minutes']} min; use it with --model {args.out} "
               f"or detector.model: {args.out}")
     return 0
