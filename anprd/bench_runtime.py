@@ -92,10 +92,12 @@ def cold_detect(image: Path, model: str, runtime: str = "auto") -> dict:
         config.setdefault("detector", {}).update({"runtime": runtime, "model": str(REPO / model)})
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        command = [sys.executable, "-c", "import resource, sys\nfrom anprd.cli import main\n"
-                   "status = main(sys.argv[1:])\n"
-                   "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-                   "sys.exit(status)",
+        # VmHWM, not getrusage's ru_maxrss: a child keeps the forking parent's peak across exec
+        command = [sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom anprd.cli import main\n"
+                   "code = main(sys.argv[1:])\n"
+                   "status_lines = Path('/proc/self/status').read_text().splitlines()\n"
+                   "print([x for x in status_lines if 'VmHWM' in x][0].split()[1], file=sys.stderr)\n"
+                   "sys.exit(code)",
                    "detect", str(image), "--json", "--config", str(path)]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
