@@ -427,6 +427,9 @@ class CatchupClient:
     def _connect(self) -> None:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        # A DEALER with no live connection blocks on send; a server that refused this client's
+        # CURVE handshake (or plain text to a CURVE server) drops the connection at once.
+        socket.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
         if self._curve is not None:
             self._curve.apply(socket)
         try:
@@ -454,9 +457,13 @@ class CatchupClient:
         request_id = next(self._ids)
         request = {"v": PROTOCOL_VERSION, "id": request_id, "stream": stream, "after": after,
                    "limit": limit}
-        self._socket.send_multipart([b"", _json(request)])
+        try:
+            self._socket.send_multipart([b"", _json(request)])
+            sent = True
+        except zmq.Again:
+            sent = False
         while True:
-            if not self._socket.poll(self._timeout_ms, zmq.POLLIN):
+            if not sent or not self._socket.poll(self._timeout_ms, zmq.POLLIN):
                 # Start afresh: a late reply to this request must not be taken for the next one's.
                 self._socket.close(linger=0)
                 self._connect()
