@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,26 +18,6 @@ __all__ = ["main"]
 
 class UserError(AnprdError):
     """An error the user can fix; printed as one line."""
-
-
-def _quiet_tensorflow() -> None:
-    """Load TensorFlow with stderr set aside: while it loads it prints absl and oneDNN notices
-    whatever its log level, and a user error must stay one line. Shown if loading fails."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    if "tensorflow" in sys.modules:
-        return
-    from anprd.logs import stderr_set_aside
-
-    said = None
-    try:
-        with stderr_set_aside() as said:
-            import keras  # noqa: F401 - loads TensorFlow too; both print at load
-    except BaseException:
-        if said:  # what TensorFlow said may explain why
-            sys.stderr.buffer.write(said)
-            sys.stderr.flush()
-        raise
 
 
 def _detector_config(args: argparse.Namespace):
@@ -180,9 +159,10 @@ def cmd_train(train_args: list[str]) -> int:
 def cmd_finetune(finetune_args: list[str]) -> int:
     """`anprd finetune DIR --out MODEL_DIR ...`: fine-tune the plate reader on labelled photos
     (`train.finetune`, imported only for this command)."""
+    from anprd.runtime import import_tensorflow
     from train.finetune import main as finetune_main
 
-    return finetune_main(finetune_args, prog="anprd finetune", load_tensorflow=_quiet_tensorflow)
+    return finetune_main(finetune_args, prog="anprd finetune", load_tensorflow=import_tensorflow)
 
 
 def _positive_int(text: str) -> int:

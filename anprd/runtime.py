@@ -45,7 +45,7 @@ from anprd.config.detector import DetectorConfig
 from cascade.models import ModelError
 
 __all__ = ["FAST_RUNTIMES", "Network", "Networks", "available_runtimes", "exported_file", "first_line",
-           "load_networks"]
+           "import_tensorflow", "load_networks"]
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class _TensorFlow:
     def __init__(self, config: DetectorConfig) -> None:
         if config.threads:
             os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
-        tf = _import_tensorflow()
+        tf = import_tensorflow()
         if config.threads:
             with contextlib.suppress(RuntimeError):  # already initialised in this process
                 tf.config.threading.set_intra_op_parallelism_threads(config.threads)
@@ -289,7 +289,7 @@ class _TensorFlow:
         return _TensorFlowNetwork(function, tf, self.device)
 
 
-def _import_tensorflow():
+def import_tensorflow():
     """TensorFlow (and Keras), imported with stderr set aside: while it loads it prints absl and
     oneDNN notices whatever its log level, and a user error must stay one line. What it said is
     shown if loading fails."""

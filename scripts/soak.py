@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline >= args.frames:
         parser.error(f"--baseline ({args.baseline}) must be below --frames ({args.frames})")
 
-    from anprd.cli import _quiet_tensorflow
+    from anprd.runtime import import_tensorflow
 
-    _quiet_tensorflow()
+    import_tensorflow()
     from anprd.detector import PlateDetector
     from anprd.errors import AnprdError
     from anprd.events import EventSequencer, event_to_json

@@ -314,7 +314,7 @@ def detector_window(rng: np.random.Generator, photo: RealPhoto, strength: float 
     import cv2
 
     from anprd.model import WINDOW_H, WINDOW_W
-    from train.gen import WindowSample, _scale_range, presence_label
+    from train.gen import WindowSample, _scale_range, presence_label, window_offset
 
     if kind is None:
         kind = str(rng.choice(list(WINDOW_KINDS), p=list(WINDOW_KINDS.values())))
@@ -355,24 +355,7 @@ def detector_window(rng: np.random.Generator, photo: RealPhoto, strength: float 
         else:
             scale = s_hi * rng.uniform(1.08, 1.8)
         pw, ph = bw * scale, bh * scale
-        if kind == "truncated":  # across an edge by 4% .. 60% of its size
-            side, frac = rng.integers(4), rng.uniform(0.04, 0.6)
-            tx, ty = rng.uniform(0, max(0.0, WINDOW_W - pw)), rng.uniform(0, max(0.0, WINDOW_H - ph))
-            if side == 0:
-                tx = -frac * pw
-            elif side == 1:
-                tx = WINDOW_W - (1 - frac) * pw
-            elif side == 2:
-                ty = -frac * ph
-            else:
-                ty = WINDOW_H - (1 - frac) * ph
-        elif kind == "too_big":
-            tx = rng.uniform(min(0.0, WINDOW_W - pw), max(0.0, WINDOW_W - pw))
-            ty = rng.uniform(min(0.0, WINDOW_H - ph), max(0.0, WINDOW_H - ph))
-        elif centred:
-            tx, ty = (WINDOW_W - pw) / 2 + rng.uniform(-4, 4), (WINDOW_H - ph) / 2 + rng.uniform(-3, 3)
-        else:
-            tx, ty = rng.uniform(0, max(0.0, WINDOW_W - pw)), rng.uniform(0, max(0.0, WINDOW_H - ph))
+        tx, ty = window_offset(kind, pw, ph, rng, centred)
         matrix = _translate(tx - bx0 * scale, ty - by0 * scale) @ np.diag([scale, scale, 1.0]) @ pose
     image = _degrade(rng, _cut_window(photo.gray, matrix), strength)
     present, box = False, (0.0, 0.0, 0.0, 0.0)

@@ -794,6 +794,36 @@ def _scale_range(bw: float, bh: float) -> tuple[float, float]:
     return s_min * 1.02, s_max * 0.98
 
 
+def window_offset(kind: str, pw: float, ph: float, rng: np.random.Generator,
+                  centred: bool) -> tuple[float, float]:
+    """Top-left corner in the window of a plate pw x ph px wide and high, for a window of `kind`
+    (positive, too_small, too_big, truncated); `centred`: as the detector's re-read crop frames a
+    plate. Shared by the synthetic windows and `anprd finetune`'s windows from the user's photos."""
+    if kind == "truncated":  # push it across an edge by 4% .. 60% of its size
+        side = rng.integers(4)
+        frac = rng.uniform(0.04, 0.6)
+        tx = rng.uniform(0, max(0.0, WINDOW_W - pw))
+        ty = rng.uniform(0, max(0.0, WINDOW_H - ph))
+        if side == 0:
+            tx = -frac * pw
+        elif side == 1:
+            tx = WINDOW_W - (1 - frac) * pw
+        elif side == 2:
+            ty = -frac * ph
+        else:
+            ty = WINDOW_H - (1 - frac) * ph
+    elif kind == "too_big":
+        tx = rng.uniform(min(0.0, WINDOW_W - pw), max(0.0, WINDOW_W - pw))
+        ty = rng.uniform(min(0.0, WINDOW_H - ph), max(0.0, WINDOW_H - ph))
+    elif centred:  # centred, ~70% of the width
+        tx = (WINDOW_W - pw) / 2 + rng.uniform(-4, 4)
+        ty = (WINDOW_H - ph) / 2 + rng.uniform(-3, 3)
+    else:
+        tx = rng.uniform(0, max(0.0, WINDOW_W - pw))
+        ty = rng.uniform(0, max(0.0, WINDOW_H - ph))
+    return tx, ty
+
+
 def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
                   difficulty: float = 1.0, positive_fraction: float = 0.6,
                   centred_fraction: float = 0.5, styled: float = 0.0) -> WindowSample:
@@ -847,28 +877,7 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
         scale = s_hi * rng.uniform(1.08, 1.8)
     px0, py0 = plate_pts.min(axis=0) * scale
     pw, ph = bw * scale, bh * scale
-    if kind == "truncated":  # push it across an edge by 4% .. 60% of its size
-        side = rng.integers(4)
-        frac = rng.uniform(0.04, 0.6)
-        tx = rng.uniform(0, max(0.0, WINDOW_W - pw))
-        ty = rng.uniform(0, max(0.0, WINDOW_H - ph))
-        if side == 0:
-            tx = -frac * pw
-        elif side == 1:
-            tx = WINDOW_W - (1 - frac) * pw
-        elif side == 2:
-            ty = -frac * ph
-        else:
-            ty = WINDOW_H - (1 - frac) * ph
-    elif kind == "too_big":
-        tx = rng.uniform(min(0.0, WINDOW_W - pw), max(0.0, WINDOW_W - pw))
-        ty = rng.uniform(min(0.0, WINDOW_H - ph), max(0.0, WINDOW_H - ph))
-    elif centred:  # as the detector's re-read crop frames a plate: centred, ~70% of the width
-        tx = (WINDOW_W - pw) / 2 + rng.uniform(-4, 4)
-        ty = (WINDOW_H - ph) / 2 + rng.uniform(-3, 3)
-    else:
-        tx = rng.uniform(0, WINDOW_W - pw)
-        ty = rng.uniform(0, WINDOW_H - ph)
+    tx, ty = window_offset(kind, pw, ph, rng, centred)
     offset = np.array([tx - px0, ty - py0], np.float32)
     plate_win = plate_pts * scale + offset
     box = (float(plate_win[:, 0].min()), float(plate_win[:, 1].min()),
