@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: setup test lint run bench bench-clips eval train streets-check hog clip install clean export faults soak
+.PHONY: setup test lint run bench bench-clips eval train streets-check hog proposer clip install clean export faults soak
 
 $(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -91,6 +91,12 @@ export: setup
 # Reproduces models/hog-v1, the HOG pre-filter (see cascade/README.md): ~7 min on 2 cores.
 hog: setup streets-check
 	$(PY) -m cascade.train_hog --out models/hog-v1 --seed 1 $(STREETS_OPT)
+
+# models/proposer-v1, the video cascade's proposal network (cascade/README.md): about 11 min on 2 cores
+proposer: setup streets-check
+	$(PY) -m cascade.train_proposer --run runs/proposer-v1 --seed 1 --windows 200000 --epochs 10 \
+		--margin-quantile 0.99 --target-recall 0.99 $(STREETS_OPT)
+	$(PY) -m cascade.train_proposer --run runs/proposer-v1 --export models/proposer-v1
 
 clip: setup
 	$(PY) -m train.clip --seed 1 --out samples/clip.mp4 --truth samples/clip.truth.csv

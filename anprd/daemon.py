@@ -51,6 +51,7 @@ from anprd.notify import Notifier, Watchdog, default_notifier, format_status
 from anprd.pipeline import CameraPipeline, warm_up
 from anprd.publisher import EventPublisher, PublisherError
 from anprd.types import PlateEvent
+from cascade.frame import video_prefilter
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -71,8 +72,10 @@ _REBIND_RETRY_S = 1.0  # after that, how often the main loop tries again
 _MAX_FAILED_FRAMES = 100
 _FAILED_FRAME_LOG_S = 60.0
 # Detector settings fixed when the model is loaded; a change loads the model again (not `threads`:
-# TensorFlow's thread pools are made once per process, so a new model would not use them either).
-_DETECTOR_LOAD_FIELDS = ("device", "prefilter", "prefilter_model", "reader")
+# TensorFlow's thread pools are made once per process, so a new model would not use them either);
+# the plate widths set the proposal network's levels when it is loaded.
+_DETECTOR_LOAD_FIELDS = ("device", "prefilter", "prefilter_model", "reader", "min_plate_width",
+                         "max_plate_width")
 
 
 class _Waker:
@@ -557,6 +560,7 @@ class Daemon:
         if _detector_needs_load(old.detector, new.detector, self._detector.model_dir, self._base_dir):
             detector = PlateDetector.from_config(new.detector, self._base_dir)
             warm_up(detector)
+        (detector or self._detector).load_prefilter(video_prefilter(new.cascade))
         if new.detector.threads != old.detector.threads:
             logger.warning("detector.threads takes effect at the next start: TensorFlow's thread "
                            "pools are made once per process")

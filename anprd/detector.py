@@ -18,12 +18,14 @@
    top-N candidates. Several views and readers misread the same character less often than one does
    (docs/experiments.md, "Reading several views").
 
-With `prefilter: hog` (cascade/hog.py), steps 1-2 run inside the regions the HOG + linear SVM
-pre-filter proposes, at the pyramid levels that bring the plate widths a region's hits imply into
-the 60-80% band; the crops of every level are packed side by side on a few pages (`pack_crops`),
-one network call per page. The coarse levels, for plates of at least
-`prefilter_full_scan_width` pixels, are small images and are also scanned whole; their groups are
-read only where the regions proposed nothing. Steps 3-4 are unchanged.
+With a pre-filter, steps 1-2 run inside the regions it proposes, at the pyramid levels that bring
+the plate widths a region implies into the 60-80% band; the crops of every level are packed side by
+side on a few pages (`pack_crops`), one network call per page. `prefilter: proposer`
+(cascade/proposer.py): a small network over an octave pyramid predicts each plate's place and
+width, so a region is searched at one or two levels. `prefilter: hog` (cascade/hog.py): a HOG +
+linear SVM window classifier; its coarse levels, for plates of at least `prefilter_full_scan_width`
+pixels, are also scanned whole, and their groups read only where the regions proposed nothing.
+Steps 3-4 are unchanged.
 
 Where steps 1-2 look is a search plan (`cascade.SearchPlan`): a still image gets `still_plan()`,
 the path above; a video frame gets one from its camera's cascade (`cascade.FrameCascade`: regions
@@ -60,6 +62,7 @@ from cascade.plan import (
     READ_NONE,
     READ_ONE,
     WHOLE_FRAME,
+    Prefilter,
     Region,
     SearchPlan,
     not_covered,
@@ -68,6 +71,7 @@ from cascade.plan import (
 
 if TYPE_CHECKING:
     from cascade.hog import HogPrefilter
+    from cascade.proposer import PlateProposer
 
 __all__ = ["ModelError", "PlateDetector", "fits_page", "grid_shape", "level_crops", "pack_crops",
            "pyramid_scales", "read_crop_window", "reader_crop", "resolve_model_dir", "whole_scan_scales"]
@@ -397,14 +401,10 @@ class PlateDetector:
     def __init__(self, model_dir: Path, config: DetectorConfig, base_dir: Path | None = None) -> None:
         self.config = config
         self.model_dir = model_dir
-        self.prefilter: HogPrefilter | None = None
         self.last_regions = 0  # regions the pre-filter proposed in the last detect() (bench, logs)
-        if config.prefilter == "hog":  # before TensorFlow: a bad pre-filter model fails fast
-            from cascade.hog import HogPrefilter
-
-            self.prefilter = HogPrefilter.load(config.prefilter_model, base_dir)
-        self._prefilter_model = config.prefilter_model
-        self._prefilter_warned = False
+        self._base_dir = base_dir
+        self._prefilters: dict[tuple, HogPrefilter | PlateProposer] = {}
+        self._active_prefilter()  # before the networks: a bad pre-filter model fails fast
         meta_path = model_dir / "model.json"
         try:
             self.meta = json.loads(meta_path.read_text())
@@ -538,19 +538,36 @@ class PlateDetector:
                 grids[index] = (logits[cells], box_frac[cells])
         return [grid for grid in grids if grid is not None]  # every crop's, on a page or alone
 
-    def _active_prefilter(self) -> HogPrefilter | None:
-        """The loaded pre-filter when the current config asks for it; a config changed to 'hog' after
-        loading (or to another pre-filter model) needs a new PlateDetector, so until then the whole
-        pyramid runs, with one warning."""
-        if self.config.prefilter != "hog":
+    def load_prefilter(self, prefilter: Prefilter | None) -> None:
+        """Load the pre-filter plans will name (a camera's `cascade.prefilter`) now, so that a bad
+        model folder fails when the camera starts, not at its first frame."""
+        self._active_prefilter(self._search_config(SearchPlan(prefilter=prefilter)))
+
+    @property
+    def prefilter(self) -> HogPrefilter | PlateProposer | None:
+        """The pre-filter of the current config (None with `prefilter: none`)."""
+        return self._active_prefilter()
+
+    def _active_prefilter(self, config: DetectorConfig | None = None) -> HogPrefilter | PlateProposer | None:
+        """The pre-filter `config` (default: the current config) asks for, loaded on first use and
+        kept (a video's plans name their own; the bench changes the config)."""
+        config = config or self.config
+        if config.prefilter == "none":
             return None
-        if self.prefilter is not None and self.config.prefilter_model == self._prefilter_model:
-            return self.prefilter
-        if not self._prefilter_warned:
-            log.warning("detector.prefilter/prefilter_model changed after the model was loaded; scanning "
-                        "the whole pyramid until the detector is reloaded")
-            self._prefilter_warned = True
-        return None
+        key = (config.prefilter, config.prefilter_folder, config.min_plate_width, config.max_plate_width,
+               config.threads)
+        if key not in self._prefilters:
+            if config.prefilter == "hog":
+                from cascade.hog import HogPrefilter
+
+                self._prefilters[key] = HogPrefilter.load(config.prefilter_folder, self._base_dir)
+            else:
+                from cascade.proposer import PlateProposer
+
+                self._prefilters[key] = PlateProposer.load(
+                    config.prefilter_folder, self._base_dir, min_plate_width=config.min_plate_width,
+                    max_plate_width=config.max_plate_width, threads=config.threads)
+        return self._prefilters[key]
 
     # -- stage 3-4: group, verify and read -----------------------------------------------------------
     def detect(self, image: np.ndarray, plan: SearchPlan | None = None) -> list[Detection]:
@@ -565,11 +582,13 @@ class PlateDetector:
         if min(image.shape[:2]) < MIN_IMAGE_SIDE:  # a stray thumbnail in a folder is not an error
             return []
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        plan = self._resolved(plan or still_plan(), gray)
+        plan = plan or still_plan()
+        config = self._search_config(plan)
+        plan = self._resolved(plan, gray, config)
         self.last_regions = len(plan.regions)
         if plan.empty:
             return []
-        scales = pyramid_scales(*gray.shape[:2], self.config)
+        scales = pyramid_scales(*gray.shape[:2], config)
         if plan.full_pyramid:
             proposals = self._proposals(self._grid_hits(gray, scales))
         else:
@@ -579,12 +598,12 @@ class PlateDetector:
             # are grouped apart, or a loose box from a coarse level chains into a plate's group and
             # drags its averaged box off the plate (seen on `eu`); a whole-level proposal is read
             # only where the regions proposed nothing (reading dominates the time of a plate).
-            whole = whole_scan_scales(scales, self.config.prefilter_full_scan_width)
+            whole = whole_scan_scales(scales, config.full_scan_width)
             if WHOLE_FRAME in plan.coarse or not plan.coarse:
                 found = self._region_hits(gray, list(plan.regions), scales) if plan.regions else ([], [])
                 coarse = self._grid_hits(gray, whole) if plan.coarse else ([], [])
             else:  # coarse levels inside the plan's areas only (a video frame's moving parts)
-                band = (self.config.prefilter_full_scan_width, self.config.max_plate_width)
+                band = (config.full_scan_width, config.max_plate_width)
                 found, coarse = self._regions_hits(gray, [
                     (list(plan.regions), scales),
                     ([Region(area, band, 0.0, "coarse") for area in plan.coarse], whole)])
@@ -592,22 +611,31 @@ class PlateDetector:
             proposals += _unproposed(self._proposals(coarse), proposals)
         return self.read([b for b, _ in proposals], gray, [s for _, s in proposals], plan.read_hints)
 
-    def _resolved(self, plan: SearchPlan, gray: np.ndarray) -> SearchPlan:
+    def _search_config(self, plan: SearchPlan) -> DetectorConfig:
+        """The settings `plan` is searched with: the detector's, with the plan's pre-filter if it
+        names one."""
+        if plan.prefilter is None or (plan.prefilter.kind, plan.prefilter.model) == (
+                self.config.prefilter, self.config.prefilter_model):
+            return self.config
+        return self.config.model_copy(update={"prefilter": plan.prefilter.kind,
+                                              "prefilter_model": plan.prefilter.model})
+
+    def _resolved(self, plan: SearchPlan, gray: np.ndarray, config: DetectorConfig) -> SearchPlan:
         """`plan` with its `propose_in` areas turned into regions: the pre-filter's proposals there,
         or, with no pre-filter, the areas themselves at every plate width (the whole frame: the whole
         pyramid)."""
         if plan.full_pyramid or not plan.propose_in:
             return plan
-        prefilter = self._active_prefilter()
+        prefilter = self._active_prefilter(config)
         if prefilter is not None:
-            threshold = self.config.prefilter_threshold if plan.propose_threshold is None \
+            threshold = config.prefilter_threshold if plan.propose_threshold is None \
                 else plan.propose_threshold
             proposed = tuple(not_covered(prefilter.regions_in(gray, plan.propose_in, threshold),
                                          plan.regions))
         elif WHOLE_FRAME in plan.propose_in:
             return replace(plan, full_pyramid=True)
         else:
-            widths = (self.config.min_plate_width, self.config.max_plate_width)
+            widths = (config.min_plate_width, config.max_plate_width)
             proposed = tuple(Region(area, widths, 0.0, "area") for area in plan.propose_in)
         return replace(plan, regions=plan.regions + proposed, propose_in=())
 

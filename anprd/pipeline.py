@@ -179,6 +179,7 @@ class CameraPipeline:
         self._contours = mask_contours(camera.mask)
         self._cascade = FrameCascade(cascade, self._contours) if cascade is not None else None
         self.detector = detector
+        self._load_prefilter()
         self._sequencer = sequencer
         self._publish = publish
         self._metrics = metrics
@@ -188,6 +189,12 @@ class CameraPipeline:
         self._last_time: float | None = None
         self._last_number = 0
         self.frames_processed = 0
+
+    def _load_prefilter(self) -> None:
+        """Have the detector load the cascade's pre-filter now (a bad model folder fails here)."""
+        load = getattr(self.detector, "load_prefilter", None)
+        if self._cascade is not None and load is not None:
+            load(self._cascade.prefilter)
 
     def _country_prior(self) -> CountryPrior | None:
         """The detector's country formats now (a reload may change them), for the tracker's fusion."""

@@ -45,7 +45,7 @@ from anprd.config.detector import DetectorConfig
 from cascade.models import ModelError
 
 __all__ = ["FAST_RUNTIMES", "Network", "Networks", "available_runtimes", "exported_file", "first_line",
-           "import_tensorflow", "load_networks"]
+           "import_tensorflow", "load_networks", "onnx_network"]
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,11 @@ class _OnnxRuntimeNetwork(Network):
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self._session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})
         return dict(zip(self._names, outputs, strict=True))
+
+
+def onnx_network(path: Path, threads: int = 0, device: str = "cpu") -> Network:
+    """An ONNX file on ONNX Runtime (a cascade stage's network: `cascade.proposer`)."""
+    return _OnnxRuntimeNetwork(path, threads, _onnx_providers(device))
 
 
 def _onnx_providers(device: str) -> list[str]:

@@ -2,7 +2,9 @@
 
 - `cascade.plan`: `SearchPlan`, the one interface the detector takes (`PlateDetector.detect(image,
   plan)`), and `still_plan`, what a still image gets.
-- `cascade.hog`: the HOG + linear SVM pre-filter, proposals for new plates (training:
+- `cascade.proposer`: the proposal network, proposals for new plates with each plate's predicted
+  size (training: `python -m cascade.train_proposer`).
+- `cascade.hog`: the HOG + linear SVM pre-filter, the older proposal stage (training:
   `python -m cascade.train_hog`).
 - `cascade.motion`: the motion gate (frame differencing at low resolution, outside the mask).
 - `cascade.tracks`: track-guided search around each live track's predicted plate.

@@ -31,10 +31,10 @@ from anprd.config.cascade import CascadeConfig
 from anprd.config.detector import DetectorConfig
 from anprd.types import Box
 from cascade.motion import MotionGate
-from cascade.plan import WHOLE_FRAME, Region, SearchPlan, still_plan
+from cascade.plan import WHOLE_FRAME, Prefilter, Region, SearchPlan, still_plan
 from cascade.tracks import TrackReading, read_mode, track_regions
 
-__all__ = ["FrameCascade", "merge_areas"]
+__all__ = ["FrameCascade", "merge_areas", "video_prefilter"]
 
 Box4 = tuple[float, float, float, float]
 MIN_AREA_SIDE = 48.0  # px: a moving area is widened to at least this, so a HOG window fits in it
@@ -60,6 +60,13 @@ def merge_areas(boxes: Sequence[Box4]) -> list[Box4]:
                 out.append(box)  # type: ignore[arg-type]
         merged = out
     return merged  # type: ignore[return-value]
+
+
+def video_prefilter(config: CascadeConfig) -> Prefilter | None:
+    """The pre-filter a video's plans name (`cascade.prefilter`); None: the detector's own."""
+    if not config.enabled or config.prefilter == "detector":
+        return None
+    return Prefilter(config.prefilter, config.prefilter_model)
 
 
 class FrameCascade:
@@ -111,8 +118,15 @@ class FrameCascade:
         far (`anprd.tracker.Tracker.readings`, same order); None: every plate is read in full.
         """
         plan = self._plan(gray, frame_time, predicted, detector, readings)
+        if self.prefilter is not None:
+            plan = replace(plan, prefilter=self.prefilter)
         self.counts[plan.reason] = self.counts.get(plan.reason, 0) + 1
         return plan
+
+    @property
+    def prefilter(self) -> Prefilter | None:
+        """The pre-filter video frames are searched with (`cascade.prefilter`; None: the detector's)."""
+        return video_prefilter(self.config)
 
     def _plan(self, gray: np.ndarray, frame_time: float, predicted: Sequence[Box],
               detector: DetectorConfig, readings: Sequence[TrackReading] | None) -> SearchPlan:

@@ -14,6 +14,9 @@ A plan says where the detection network looks in one frame:
   wide) are scanned as well; their hits are grouped apart and read only where the regions proposed
   nothing. `WHOLE_FRAME` scans those levels whole, as a still image does.
 - `full_pyramid`: every level of the whole frame; the rest is then ignored.
+- `prefilter`: which pre-filter proposes in `propose_in` (`Prefilter`: the proposal network or HOG,
+  and its model folder); None: the detector's own (`detector.prefilter`). A video's cascade names
+  its own (`cascade.prefilter`), so photos and video can each use the one that suits them.
 
 A region also says how the plate found in it is read (`read`): `READ_FULL`, as a still image's
 plates are (verification, every reader at every `read_scales` factor, inverted as well);
@@ -33,8 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["READ_FULL", "READ_MODES", "READ_NONE", "READ_ONE", "WHOLE_FRAME", "Region", "SearchPlan",
-           "not_covered", "still_plan"]
+__all__ = ["READ_FULL", "READ_MODES", "READ_NONE", "READ_ONE", "WHOLE_FRAME", "Prefilter", "Region",
+           "SearchPlan", "not_covered", "still_plan"]
 
 Box4 = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
 
@@ -71,13 +74,22 @@ class Region:
 
 
 @dataclass(frozen=True)
+class Prefilter:
+    """A pre-filter: kind ("proposer", "hog" or "none") and model folder (None: the shipped one)."""
+
+    kind: str
+    model: str | None = None
+
+
+@dataclass(frozen=True)
 class SearchPlan:
     """Where the detection network looks in one frame (see the module docstring).
 
     reason: why the plan is what it is ("still", "scheduled", "motion", "tracks", "idle"), for logs,
     metrics and the bench. full_pyramid: every level of the whole frame, the rest ignored.
     propose_threshold: the pre-filter's SVM margin for proposals in `propose_in` (None: the
-    detector's `prefilter_threshold`, as for a still image).
+    detector's `prefilter_threshold`, as for a still image). prefilter: the pre-filter for
+    `propose_in` and the coarse levels it needs (None: the detector's).
     """
 
     regions: tuple[Region, ...] = ()
@@ -86,6 +98,7 @@ class SearchPlan:
     propose_threshold: float | None = None
     full_pyramid: bool = False
     reason: str = "still"
+    prefilter: Prefilter | None = None
     stats: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property

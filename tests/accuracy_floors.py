@@ -18,9 +18,10 @@ model changes, the floors move with it in the same commit), from the repository 
     .venv/bin/python -m tests.accuracy_floors --measure                  # the default config's model
     .venv/bin/python -m tests.accuracy_floors --measure --model models/anprd-v10
 
-It prints entries to paste into ``FLOORS``: the model's, and the HOG pre-filter's of the default
-config (about 1 minute on 2 cores). The figures below were measured so on 2026-12-07 (2 cores,
-TensorFlow 2.21 CPU), with the generator of commit 20ff21d (anprd-v10 and hog-v1).
+It prints entries to paste into ``FLOORS``: the model's, and the pre-filters' (HOG, proposal
+network), in about 1 minute on 2 cores. The figures below were measured so on 2026-12-07 (2 cores,
+TensorFlow 2.21 CPU), with the generator of commit 20ff21d (anprd-v10 and hog-v1; proposer-v1 the
+same day, with this generator).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every data set a floor is measured on, in one place: the tests build theirs from these.
 DATA: dict[str, Any] = {
-    # generated_scenes(**...) for the detector with the full pyramid and with the HOG pre-filter
+    # generated_scenes(**...) for the detector with the full pyramid and with each pre-filter
     "scenes": {"seed": 2024, "count": 24, "size": (640, 400), "plate_width": (90, 200), "difficulty": 0.3},
     # wide plates, found by the whole-scanned coarse levels alone (pre-filter margin 3: no region)
     "wide_plates": {"seed": 77, "count": 6, "size": (640, 400), "plate_width": (170, 240), "difficulty": 0.2},
-    # the HOG pre-filter's proposals
+    # the pre-filters' proposals (HOG and the proposal network)
     "proposal_scenes": {"seed": 31337, "count": 10, "size": (960, 540), "plate_width": (70, 220),
                         "difficulty": 0.5},
     # `python -m train.gen ARGS --out DIR`, then `anprd eval DIR --json` with the default config
@@ -62,6 +63,10 @@ FLOORS: dict[str, dict[str, dict[str, dict[str, int]]]] = {
             "measured": {"plates": 48, "found": 47, "read": 46, "false_positives": 4},
             "floor": {"found": 45, "read": 44, "false_positives": 6},
         },
+        "scenes_proposer": {
+            "measured": {"plates": 48, "found": 46, "read": 45, "false_positives": 2},
+            "floor": {"found": 44, "read": 43, "false_positives": 4},
+        },
         "wide_plates_whole_levels": {
             "measured": {"plates": 12, "found": 12, "read": 12, "false_positives": 0},
             "floor": {"found": 11, "read": 11, "false_positives": 1},
@@ -79,6 +84,12 @@ FLOORS: dict[str, dict[str, dict[str, dict[str, int]]]] = {
         "proposals": {
             "measured": {"plates": 23, "covered": 22},
             "floor": {"covered": 21},
+        },
+    },
+    "proposer-v1": {
+        "proposals": {
+            "measured": {"plates": 23, "covered": 23},
+            "floor": {"covered": 22},
         },
     },
 }
@@ -183,6 +194,7 @@ def measure(model: Path) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
     from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
     from cascade.hog import HogPrefilter
+    from cascade.proposer import PlateProposer
 
     def entry(figures: dict[str, int]) -> dict[str, dict[str, int]]:
         print(f"  {figures}", file=sys.stderr)
@@ -196,6 +208,9 @@ def measure(model: Path) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
     print("scenes, HOG pre-filter", file=sys.stderr)
     hog = PlateDetector.from_config(config.model_copy(update={"prefilter": "hog"}), REPO)
     found["scenes_hog"] = entry(_scene_figures(hog, DATA["scenes"]))
+    print("scenes, proposal network", file=sys.stderr)
+    proposer = PlateDetector.from_config(config.model_copy(update={"prefilter": "proposer"}), REPO)
+    found["scenes_proposer"] = entry(_scene_figures(proposer, DATA["scenes"]))
     print("wide plates, whole levels only", file=sys.stderr)
     hog.config = config.model_copy(update={"prefilter": "hog", "prefilter_threshold": WIDE_PLATES_THRESHOLD})
     found["wide_plates_whole_levels"] = entry(_scene_figures(hog, DATA["wide_plates"]))
@@ -211,11 +226,13 @@ def measure(model: Path) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
         _, summary = replay_summary(video, truth, model)
         found["clip_replay"] = entry({"plates": summary["truth_plates"]} | {
             key: summary[key] for key in ("true_positives", "false_positives", "duplicates")})
-    print("HOG proposals", file=sys.stderr)
-    prefilter = HogPrefilter.load(config.prefilter_model, REPO)
-    plates, covered, _ = proposal_coverage(prefilter, DATA["proposal_scenes"])
-    return {model.name: found, prefilter.model_dir.name: {"proposals": entry({"plates": plates,
-                                                                               "covered": covered})}}
+    entries = {model.name: found}
+    prefilters = (HogPrefilter.load("models/hog-v1", REPO), PlateProposer.load("models/proposer-v1", REPO))
+    for prefilter in prefilters:
+        print(f"{prefilter.model_dir.name} proposals", file=sys.stderr)
+        plates, covered, _ = proposal_coverage(prefilter, DATA["proposal_scenes"])
+        entries[prefilter.model_dir.name] = {"proposals": entry({"plates": plates, "covered": covered})}
+    return entries
 
 
 def format_entries(entries: dict[str, dict[str, dict[str, dict[str, int]]]]) -> str:

@@ -243,12 +243,12 @@ def _config_error(tmp_path: Path, detector_yaml: str) -> str:
 def test_prefilter_config_keys(tmp_path):
     assert DetectorConfig().prefilter == "hog"  # the default, chosen by measurement (README "Speed")
     message = _config_error(tmp_path, "  prefilter: fast\n")
-    assert "detector.prefilter: input should be 'none' or 'hog' (got 'fast')" in message
+    assert "detector.prefilter: input should be 'none', 'hog' or 'proposer' (got 'fast')" in message
     assert "detector.prefilter_threshold" in _config_error(tmp_path, "  prefilter_threshold: high\n")
     assert "detector.prefilter_modle: unknown key" in _config_error(tmp_path, "  prefilter_modle: x\n")
     path = tmp_path / "ok.yaml"
     path.write_text("cameras: [{id: a, url: rtsp://cam/1}]\n"
                     "detector: {prefilter: hog, prefilter_threshold: -0.2}\n")
     config = load_config(path).detector
-    assert (config.prefilter, config.prefilter_model, config.prefilter_threshold) == (
+    assert (config.prefilter, config.prefilter_folder, config.prefilter_threshold) == (
         "hog", "models/hog-v1", -0.2)

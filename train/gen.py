@@ -826,8 +826,12 @@ def window_offset(kind: str, pw: float, ph: float, rng: np.random.Generator,
 
 def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: list[Path],
                   difficulty: float = 1.0, positive_fraction: float = 0.6,
-                  centred_fraction: float = 0.5, styled: float = 0.0) -> WindowSample:
+                  centred_fraction: float = 0.5, styled: float = 0.0, fill_low: float = 0.6) -> WindowSample:
     """One random window: positive with probability `positive_fraction`, else a negative of each kind.
+
+    `fill_low` below 0.6 lets the non-centred "positives" be drawn down to that fraction of the
+    presence band's lower edge (their label then follows the presence rule: a plate under 60% is a
+    too-small negative); the proposal network (`cascade.train_proposer`) learns a wider band.
 
     A `centred_fraction` of the positives frame the plate as the detector's re-read crop does
     (centred, ~70% wide); only those teach reading (`WindowSample.centred`), so the reader learns
@@ -870,7 +874,7 @@ def sample_window(rng: np.random.Generator, backgrounds: Backgrounds, fonts: lis
         scale = min(rng.uniform(0.62, 0.78) * WINDOW_W / bw, s_hi)
         scale = max(scale, s_lo)
     elif kind == "positive" or kind == "truncated":
-        scale = math.exp(rng.uniform(math.log(s_lo), math.log(s_hi)))
+        scale = math.exp(rng.uniform(math.log(s_lo * min(1.0, fill_low / 0.6)), math.log(s_hi)))
     elif kind == "too_small":
         scale = s_lo * rng.uniform(0.3, 0.92)
     else:

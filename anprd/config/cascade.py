@@ -1,11 +1,13 @@
 """Cascade settings: which stages decide where the detection network looks in a video frame.
 
-A still image (`anprd detect`, `anprd eval`) is not affected: it is scanned with the HOG
-pre-filter's regions and the coarse levels whole (`detector.prefilter*`). In a video (`anprd run`,
+A still image (`anprd detect`, `anprd eval`) is not affected: it is scanned in the pre-filter's
+regions (and the coarse levels whole, `detector.prefilter*`). In a video (`anprd run`,
 `anprd replay`) each frame gets a search plan from these stages (`cascade.FrameCascade`).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,8 +22,20 @@ class CascadeConfig(AnprdBaseModel):
     enabled: bool = Field(
         True,
         description="Plan each video frame's search with the stages below. Off: every frame is "
-        "scanned as a still image is (HOG regions and the coarse levels whole, or the whole pyramid "
-        "with detector.prefilter none).",
+        "scanned as a still image is (the pre-filter's regions, or the whole pyramid with "
+        "detector.prefilter none).",
+    )
+    prefilter: Literal["proposer", "hog", "detector"] = Field(
+        "proposer",
+        description="The pre-filter of video frames: new plates in the moving areas and the "
+        "whole-frame passes. 'proposer': the proposal network (a new car's frame in about a quarter "
+        "of the HOG path's time, docs/speed.md); 'hog': the HOG pre-filter; 'detector': "
+        "detector.prefilter, as still images use.",
+    )
+    prefilter_model: str | None = Field(
+        None,
+        description="Folder of cascade.prefilter's model, resolved like detector.model; null: the "
+        "shipped one (models/proposer-v1, models/hog-v1).",
     )
     motion: bool = Field(
         True,
@@ -110,7 +124,7 @@ class CascadeConfig(AnprdBaseModel):
     )
     proposals: bool = Field(
         True,
-        description="Proposals for new plates: the HOG pre-filter (detector.prefilter hog) inside "
+        description="Proposals for new plates: the pre-filter (detector.prefilter) inside "
         "the moving areas. Off, or with prefilter none: the moving areas are scanned at every "
         "plate width.",
     )
@@ -126,7 +140,8 @@ class CascadeConfig(AnprdBaseModel):
         0.25,
         ge=-3,
         le=3,
-        description="HOG SVM margin for proposals inside moving areas; null uses "
+        description="Score over the pre-filter's calibrated operating point (HOG: SVM margin; "
+        "proposer: logit) for proposals inside moving areas; null uses "
         "detector.prefilter_threshold. Stricter than a still image's: a passing plate is seen in many "
         "frames, so one it scores low in now is proposed in a later frame, and false proposals on car "
         "bodies cost network time on every frame.",

@@ -81,25 +81,42 @@ class DetectorConfig(AnprdBaseModel):
                                                    "setup GPU=1`), or TensorFlow's when TensorFlow "
                                                    "serves; 'gpu' fails when the runtime sees none.")
     threads: int = Field(0, ge=0, description="Threads per network call (0 = all cores).")
-    prefilter: Literal["none", "hog"] = Field("hog", description="Region proposals before the CNN: "
-                                             "'hog' runs the HOG + linear SVM pre-filter and scans only "
-                                             "its regions, at the pyramid levels their size calls for "
-                                             "(fewer false positives and a better `eu` read rate; "
-                                             "and faster: 265 against 333 ms per 720p frame with "
-                                             "anprd-v9 on 2026-12-05, docs/speed.md); 'none' scans "
-                                             "the whole pyramid.")
-    prefilter_model: str = Field("models/hog-v1", description="HOG pre-filter folder (hog.yml + hog.json), "
-                                 "used when prefilter is 'hog'; resolved like `model`.")
-    prefilter_threshold: float = Field(-0.25, ge=-3, le=3, description="SVM margin a HOG window needs "
-                                       "to propose a region. 0 is the model's calibrated operating point "
-                                       "(95% of plates covered); the default -0.25 covers more tilted "
-                                       "and 2:1 plates (docs/speed.md); lower finds more plates but "
-                                       "proposes more regions (more time).")
-    prefilter_full_scan_width: float = Field(120, ge=16, description="With prefilter 'hog', the pyramid "
-                                             "levels for plates at least this wide (pixels) are also "
-                                             "scanned whole: they are small images, so cheap, and the HOG "
-                                             "template misses large tilted plates (docs/speed.md). Above "
-                                             "max_plate_width only the pre-filter's regions are scanned.")
+    prefilter: Literal["none", "hog", "proposer"] = Field(
+        "hog", description="Region proposals before the CNN: 'proposer' runs the small proposal "
+        "network (cascade/proposer.py) over an octave pyramid at half resolution and scans only its "
+        "regions, at the pyramid levels their size calls for; 'hog' does the same with the HOG + "
+        "linear SVM pre-filter (fewer false positives and a better `eu` read rate than the whole "
+        "pyramid, and faster; docs/speed.md); 'none' scans the whole pyramid.")
+    prefilter_model: str | None = Field(None, description="The pre-filter's folder, resolved like "
+                                        "`model`; null: models/hog-v1 for 'hog' (hog.yml + hog.json), "
+                                        "models/proposer-v1 for 'proposer' (proposer.onnx + "
+                                        "proposer.json).")
+    prefilter_threshold: float = Field(-0.25, ge=-3, le=3, description="Score a pre-filter window "
+                                       "needs to propose a region, over the model's calibrated "
+                                       "operating point (HOG: SVM margin, 95% of plates covered; "
+                                       "proposer: logit, 99.5% of generated plates covered). The "
+                                       "default -0.25 covers more tilted and 2:1 plates with HOG "
+                                       "(docs/speed.md); lower finds more plates but proposes more "
+                                       "regions (more time).")
+    prefilter_full_scan_width: float | None = Field(
+        None, ge=16, description="With a pre-filter, the pyramid levels for plates at least this wide "
+        "(pixels) are also scanned whole: they are small images, so cheap. Null: 120 with 'hog' (its "
+        "template misses large tilted plates, docs/speed.md), none with 'proposer' (its octave levels "
+        "cover every plate width). Above max_plate_width only the pre-filter's regions are scanned.")
+
+    @property
+    def full_scan_width(self) -> float:
+        """`prefilter_full_scan_width`, or the chosen pre-filter's default (above every plate: none)."""
+        if self.prefilter_full_scan_width is not None:
+            return self.prefilter_full_scan_width
+        return self.max_plate_width + 1 if self.prefilter == "proposer" else 120.0
+
+    @property
+    def prefilter_folder(self) -> str:
+        """`prefilter_model`, or the shipped folder of the chosen pre-filter."""
+        if self.prefilter_model is not None:
+            return self.prefilter_model
+        return "models/proposer-v1" if self.prefilter == "proposer" else "models/hog-v1"
 
     @field_validator("read_scales")
     @classmethod
