@@ -1,18 +1,21 @@
 """Plate proposals from a small learned network: where the detection network should look in a new frame.
 
-The cascade's learned proposal stage (`detector.prefilter: proposer`; training:
-`python -m cascade.train_proposer`), in place of the HOG pre-filter (`cascade/hog.py`).
+The cascade's learned proposal stage, in place of the HOG pre-filter (`cascade/hog.py`): video's
+by default (`cascade.prefilter: proposer`), photos' with `detector.prefilter: proposer`. Training:
+`python -m cascade.train_proposer`.
 
 1. The frame is resized to a few octave levels. The first brings the narrowest plate searched for
    to `SEARCH_FILL[0]` of the network's 64x32 window, each next one is half as large, down to the
    widest plate; at half the detection network's resolution this is a few per cent of its pyramid.
 2. The network scores every 8-pixel step of each level: "a plate is centred in this window, 32-85%
-   of its width" (`proposal_label`). One level covers more than an octave of plate widths, so an
-   octave pyramid leaves no width between levels.
-3. Every window scoring above the threshold (calibrated in training so that 99.5% of generated
-   scenes' plates are still proposed) is padded by `pad` window widths, and overlapping boxes are
-   merged where the merged region costs the detection network no more than its parts
-   (`cascade.hog.merge_boxes`). A region keeps the plate widths its windows imply, so the
+   of its width" (`proposal_label`), and predicts that plate's centre and size (`encode_plate`).
+   One level covers more than an octave of plate widths, so an octave pyramid leaves no width
+   between levels.
+3. Every window scoring above the threshold (calibrated in training so that 99% of generated
+   scenes' plates are still searched) becomes a search: its predicted plate grown by the centre's
+   error margin, at the widths within the width's error margin (both measured in training).
+   Overlapping searches are merged where the merged region costs the detection network no more
+   than its parts (`cascade.hog.merge_boxes`); a region keeps the widths of its searches, so the
    detection network scans it at those pyramid levels only.
 
 The model folder holds `proposer.onnx` (run by ONNX Runtime: no TensorFlow at run time),

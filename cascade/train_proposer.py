@@ -1,4 +1,4 @@
-"""Train the plate proposal network that `cascade/proposer.py` runs (`detector.prefilter: proposer`).
+"""Train the plate proposal network that `cascade/proposer.py` runs (`cascade.prefilter: proposer`).
 
     python -m cascade.train_proposer --run runs/p1 --seed 1 --backgrounds ../shared/data/streets
     python -m cascade.train_proposer --run runs/p1 --export models/proposer-v1
@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-import os
 import shlex
 import sys
 import time
@@ -432,8 +431,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # tf2onnx's output bytes follow Python's string hash seed (see train/export.py): fix it
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.execve(sys.executable, [sys.executable, "-m", "cascade.train_proposer", *sys.argv[1:]],
-                  {**os.environ, "PYTHONHASHSEED": "0"})
     sys.exit(main())

@@ -22,7 +22,9 @@ TFLite/LiteRT with XNNPACK and OpenVINO, float and static int8, on a 720p page a
 int8 was faster only with OpenVINO and cost 1.4-3.6 points of the `us` read rate, so inference loads
 the float32 files unless `detector.precision: int8`. Int8 calibration uses street frames and
 synthetic plate windows and crops (`--backgrounds`), never the evaluation photos. Tensors are named
-by their place in the graph, so unchanged weights export to the same bytes.
+by their place in the graph, so unchanged weights export to the same weights under the same names;
+the bytes still vary now and then (tf2onnx's optimisations left one node fewer in about one export
+of three), never the outputs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -151,8 +152,8 @@ def _to_onnx(function, spec, path: Path) -> None:
 
 def _canonical_names(model):
     """The model with its tensors named by their place in the graph. tf2onnx names the constants it
-    folds from a counter shared by the whole process, so the same weights exported twice differ in
-    names only; renamed, an export of unchanged weights is byte for byte the committed file."""
+    folds from a counter shared by the whole process, so the same weights exported twice would
+    differ in names; renamed, they do not."""
     graph = model.graph
     keep = {value.name for value in [*graph.input, *graph.output]}
     constants = {tensor.name for tensor in graph.initializer}
@@ -423,10 +424,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # tf2onnx's graph optimisations walk sets of tensor names, so the ONNX bytes followed Python's
-    # per-process string hash seed (1 export in 3 differed); a fixed seed makes `make export`
-    # reproduce the shipped files byte for byte
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.execve(sys.executable, [sys.executable, "-m", "train.export", *sys.argv[1:]],
-                  {**os.environ, "PYTHONHASHSEED": "0"})
     sys.exit(main())
