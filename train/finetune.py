@@ -662,29 +662,12 @@ def finetune(args: argparse.Namespace, command: str,
     if source is not None:
         source.difficulty.value = 1.0
     rng = np.random.default_rng([args.seed, 20261207])
-    bar = _bar("fine-tuning", args.steps)
-    losses: list[tuple[float, float]] = []
-    train_started = time.time()
-    try:
-        for step in range(1, args.steps + 1):
-            real = make_reader_batch([augment_plate(rng, plates[i])
-                                      for i in rng.integers(len(plates), size=n_real)])
-            batch = real if source is None else {key: np.concatenate((value, real[key]))
-                                                 for key, value in _synthetic_batch(source).items()}
-            is_real = np.zeros(len(batch["image"]), np.float32)
-            is_real[-n_real:] = 1.0
-            synthetic_loss, real_loss = train_step(batch["image"], batch["labels"], batch["label_len"],
-                                                   batch["columns"], batch["columns_ok"], is_real)
-            losses.append((float(synthetic_loss), float(real_loss)))
-            bar.update(1)
-            if step % 25 == 0 or step == args.steps:
-                mean = np.mean(losses[-25:], axis=0)
-                bar.set_postfix(synthetic=f"{mean[0]:.3f}", yours=f"{mean[1]:.3f}")
-    finally:
-        bar.close()
-        if source is not None:
-            source.close()
-    train_minutes = (time.time() - train_started) / 60
+    train_minutes = _mixed_steps(
+        "fine-tuning", args.steps, source, n_real,
+        lambda: make_reader_batch([augment_plate(rng, plates[i])
+                                   for i in rng.integers(len(plates), size=n_real)]),
+        lambda batch, is_real: train_step(batch["image"], batch["labels"], batch["label_len"],
+                                          batch["columns"], batch["columns_ok"], is_real))
     synthetic_after = _reader_accuracy(predict, synthetic)
     window_model, detector_record = None, None
     if tune_detector:
@@ -810,6 +793,45 @@ def merged_classes(groups: tuple[str, ...]) -> np.ndarray:
     return matrix
 
 
+def _mixed_steps(desc: str, steps: int, source, n_real: int, real_batch: Callable[[], dict],
+                 train_step: Callable[[dict, np.ndarray], tuple]) -> float:
+    """`steps` training steps on batches of `source`'s synthetic samples followed by `n_real` of the
+    user's (`real_batch()`), with a progress bar of both losses; closes `source`; returns minutes.
+    `train_step(batch, is_real)` returns the (synthetic, yours) losses."""
+    bar = _bar(desc, steps)
+    losses: list[tuple[float, float]] = []
+    started = time.time()
+    try:
+        for step in range(1, steps + 1):
+            real = real_batch()
+            batch = real if source is None else {key: np.concatenate((value, real[key]))
+                                                 for key, value in _synthetic_batch(source).items()}
+            is_real = np.zeros(len(batch["image"]), np.float32)
+            is_real[-n_real:] = 1.0
+            synthetic_loss, real_loss = train_step(batch, is_real)
+            losses.append((float(synthetic_loss), float(real_loss)))
+            bar.update(1)
+            if step % 25 == 0 or step == steps:
+                mean = np.mean(losses[-25:], axis=0)
+                bar.set_postfix(synthetic=f"{mean[0]:.3f}", yours=f"{mean[1]:.3f}")
+    finally:
+        bar.close()
+        if source is not None:
+            source.close()
+    return (time.time() - started) / 60
+
+
+def _optimizer(total_steps: int, lr: float, warmup_steps: int):
+    """Adam with a linear warm-up to `lr` over at most `warmup_steps` (a tenth of a short run), then
+    cosine decay to 3% of it; gradients clipped at norm 5."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total_steps, alpha=0.03, warmup_target=lr,
+        warmup_steps=max(1, min(warmup_steps, total_steps // 10)))
+    return keras.optimizers.Adam(schedule, clipnorm=5.0)
+
+
 def _training(model, total_steps: int, lr: float, real_weight: float, lookalikes: tuple[str, ...] = ()):
     """Adam with a short warm-up and cosine decay; the loss is train.train_reader's (per-column
     cross-entropy + 0.1 x CTC) over the synthetic crops plus `real_weight` x CTC over the user's.
@@ -819,15 +841,11 @@ def _training(model, total_steps: int, lr: float, real_weight: float, lookalikes
     and misreads the O and I of other countries' plates (on `eu`, 5 of the 6 plates it lost). The
     user's plates still teach the shapes, the layout and every other character; which look-alike a
     glyph is stays as the synthetic plates (and `detector.countries`) teach it."""
-    import keras
     import tensorflow as tf
 
     from anprd.ctc import BLANK
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=total_steps, alpha=0.03, warmup_target=lr,
-        warmup_steps=max(1, min(150, total_steps // 10)))
-    optimizer = keras.optimizers.Adam(schedule, clipnorm=5.0)
+    optimizer = _optimizer(total_steps, lr, 150)
     merge = tf.constant(merged_classes(lookalikes))
     merge_index = tf.constant(merged_classes(lookalikes).argmax(axis=1).astype(np.int32))
 
@@ -866,15 +884,11 @@ def _detector_training(model, total_steps: int, lr: float, real_weight: float):
     """Adam with a short warm-up and cosine decay on the window model. The synthetic windows learn
     from train.train's loss (presence + 5 x box L1 + 0.1 x CTC + per-column cross-entropy); the
     user's, whose characters' places are unknown, from presence and box alone, times `real_weight`."""
-    import keras
     import tensorflow as tf
 
     from anprd.ctc import BLANK
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=total_steps, alpha=0.03, warmup_target=lr,
-        warmup_steps=max(1, min(100, total_steps // 10)))
-    optimizer = keras.optimizers.Adam(schedule, clipnorm=5.0)
+    optimizer = _optimizer(total_steps, lr, 100)
 
     @tf.function(reduce_retracing=True)
     def train_step(image, present, box, labels, label_len, read, columns, columns_ok, is_real):
@@ -957,30 +971,13 @@ def finetune_detector(args: argparse.Namespace, model_dir: Path, base_meta: dict
                          styled=args.styled) if n_synthetic else None
     if source is not None:
         source.difficulty.value = 1.0
-    bar = _bar("fine-tuning the detector", args.detector_steps)
-    losses: list[tuple[float, float]] = []
-    started = time.time()
-    try:
-        for step in range(1, args.detector_steps + 1):
-            real = make_window_batch([detector_window(rng, photos[int(i)])
-                                      for i in rng.integers(len(photos), size=n_real)])
-            batch = real if source is None else {key: np.concatenate((value, real[key]))
-                                                 for key, value in _synthetic_batch(source).items()}
-            is_real = np.zeros(len(batch["image"]), np.float32)
-            is_real[-n_real:] = 1.0
-            synthetic_loss, real_loss = train_step(batch["image"], batch["present"], batch["box"],
-                                                   batch["labels"], batch["label_len"], batch["read"],
-                                                   batch["columns"], batch["columns_ok"], is_real)
-            losses.append((float(synthetic_loss), float(real_loss)))
-            bar.update(1)
-            if step % 25 == 0 or step == args.detector_steps:
-                mean = np.mean(losses[-25:], axis=0)
-                bar.set_postfix(synthetic=f"{mean[0]:.3f}", yours=f"{mean[1]:.3f}")
-    finally:
-        bar.close()
-        if source is not None:
-            source.close()
-    minutes = (time.time() - started) / 60
+    minutes = _mixed_steps(
+        "fine-tuning the detector", args.detector_steps, source, n_real,
+        lambda: make_window_batch([detector_window(rng, photos[int(i)])
+                                   for i in rng.integers(len(photos), size=n_real)]),
+        lambda batch, is_real: train_step(batch["image"], batch["present"], batch["box"], batch["labels"],
+                                          batch["label_len"], batch["read"], batch["columns"],
+                                          batch["columns_ok"], is_real))
     after = {"synthetic": _presence_figures(predict, check), "yours": _presence_figures(predict, real_check)}
     record = {
         "steps": args.detector_steps, "batch_size": args.batch_size,
