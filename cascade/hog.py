@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from cascade.models import ModelError, resolve_model_dir
-from cascade.plan import WHOLE_FRAME, Region
+from cascade.plan import Region, regions_in_areas
 
 __all__ = ["HOG_FORMAT", "HogParams", "HogPrefilter", "Region", "merge_boxes"]
 
@@ -235,24 +235,10 @@ class HogPrefilter:
         """`regions` inside `areas` (x0, y0, x1, y1; `cascade.plan.WHOLE_FRAME` for all of it), in
         `gray`'s pixels, best first. Each area is scanned on its own crop, widened to hold a few HOG
         windows; a plate straddling two areas is found in either, as the regions overlap."""
-        if WHOLE_FRAME in areas:
-            return self.regions(gray, threshold)
-        h, w = gray.shape[:2]
         win_w, win_h = self.params.window
-        found: list[Region] = []
-        for x0, y0, x1, y1 in areas:
-            # at least two windows each way, or a small moving part (a plate's own edges) gives no window
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            half_w, half_h = max(x1 - x0, 2 * win_w) / 2, max(y1 - y0, 2 * win_h) / 2
-            left, top = max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h))
-            right, bottom = min(w, math.ceil(cx + half_w)), min(h, math.ceil(cy + half_h))
-            if right - left < win_w or bottom - top < win_h:
-                continue
-            for region in self.regions(np.ascontiguousarray(gray[top:bottom, left:right]), threshold):
-                bx0, by0, bx1, by1 = region.box
-                found.append(Region((bx0 + left, by0 + top, bx1 + left, by1 + top), region.plate_widths,
-                                    region.score, region.source))
-        return sorted(found, key=lambda r: -r.score)
+        # at least two windows each way, or a small moving part (a plate's own edges) gives no window
+        return regions_in_areas(gray, areas, lambda crop: self.regions(crop, threshold),
+                                at_least=(2 * win_w, 2 * win_h), smallest=(win_w, win_h))
 
     def propose(self, gray: np.ndarray, threshold: float | None = None
                 ) -> list[tuple[float, float, float, float]]:

@@ -34,10 +34,14 @@ nothing moving and no live track costs only the motion gate.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = ["READ_FULL", "READ_MODES", "READ_NONE", "READ_ONE", "WHOLE_FRAME", "Prefilter", "Region",
-           "SearchPlan", "not_covered", "still_plan"]
+           "SearchPlan", "not_covered", "regions_in_areas", "still_plan"]
 
 Box4 = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
 
@@ -132,3 +136,28 @@ def not_covered(proposed: list[Region], searched: tuple[Region, ...]) -> list[Re
                    and s.plate_widths[0] <= hi and lo <= s.plate_widths[1] for s in searched):
             kept.append(region)
     return kept
+
+
+def regions_in_areas(gray: np.ndarray, areas: tuple[Box4, ...], regions: Callable[[np.ndarray], list[Region]],
+                     grow: tuple[float, float] = (0.0, 0.0), at_least: tuple[float, float] = (0.0, 0.0),
+                     smallest: tuple[int, int] = (1, 1)) -> list[Region]:
+    """A pre-filter's `regions(crop)` inside `areas` (x0, y0, x1, y1; `WHOLE_FRAME`: all of `gray`),
+    in `gray`'s pixels, best first. Each area is scanned on its own crop: the area grown by `grow`
+    (width, height) about its centre, to at least `at_least`, clipped to the image; a crop smaller
+    than `smallest` is skipped. A plate straddling two areas is found in either, as they overlap."""
+    if WHOLE_FRAME in areas:
+        return regions(gray)
+    h, w = gray.shape[:2]
+    found: list[Region] = []
+    for x0, y0, x1, y1 in areas:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        half_w, half_h = max(x1 - x0 + grow[0], at_least[0]) / 2, max(y1 - y0 + grow[1], at_least[1]) / 2
+        left, top = max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h))
+        right, bottom = min(w, math.ceil(cx + half_w)), min(h, math.ceil(cy + half_h))
+        if right - left < smallest[0] or bottom - top < smallest[1]:
+            continue
+        for region in regions(np.ascontiguousarray(gray[top:bottom, left:right])):
+            bx0, by0, bx1, by1 = region.box
+            found.append(Region((bx0 + left, by0 + top, bx1 + left, by1 + top), region.plate_widths,
+                                region.score, region.source))
+    return sorted(found, key=lambda r: -r.score)

@@ -37,7 +37,7 @@ import numpy as np
 
 from cascade.hog import merge_boxes
 from cascade.models import ModelError, resolve_model_dir
-from cascade.plan import WHOLE_FRAME, Region
+from cascade.plan import Region, regions_in_areas
 
 __all__ = ["PROPOSAL_FILL", "PROPOSER_FORMAT", "WINDOW", "PlateProposer", "proposal_label"]
 
@@ -207,24 +207,10 @@ class PlateProposer:
         `gray`'s pixels, best first. Each area is scanned on its own crop, grown by half a window of
         the narrowest plate's level on every side (a plate centred at the area's edge gets windows
         centred on it) and to at least two such windows each way."""
-        if WHOLE_FRAME in areas:
-            return self.regions(gray, threshold)
-        h, w = gray.shape[:2]
         first = SEARCH_FILL[0] * WINDOW[0] / self.min_plate_width
         win_w, win_h = WINDOW[0] / first, WINDOW[1] / first
-        found: list[Region] = []
-        for x0, y0, x1, y1 in areas:
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            half_w, half_h = max(x1 - x0 + win_w, 2 * win_w) / 2, max(y1 - y0 + win_h, 2 * win_h) / 2
-            left, top = max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h))
-            right, bottom = min(w, math.ceil(cx + half_w)), min(h, math.ceil(cy + half_h))
-            if right - left < 8 or bottom - top < 8:
-                continue
-            for region in self.regions(np.ascontiguousarray(gray[top:bottom, left:right]), threshold):
-                bx0, by0, bx1, by1 = region.box
-                found.append(Region((bx0 + left, by0 + top, bx1 + left, by1 + top), region.plate_widths,
-                                    region.score, region.source))
-        return sorted(found, key=lambda r: -r.score)
+        return regions_in_areas(gray, areas, lambda crop: self.regions(crop, threshold), grow=(win_w, win_h),
+                                at_least=(2 * win_w, 2 * win_h), smallest=(8, 8))
 
     def propose(self, gray: np.ndarray, threshold: float | None = None
                 ) -> list[tuple[float, float, float, float]]:

@@ -160,6 +160,22 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0)
         return process.wait(timeout=timeout)
 
 
+def first_line_out(process: subprocess.Popen[bytes], what: str, log: Path) -> bytes:
+    """The first line `process` writes to its stdout pipe (its address); RuntimeError naming `what`
+    and the end of its `log` if it exits or says nothing within STEP_DEADLINE_S."""
+    assert process.stdout is not None
+    buffer = b""
+    deadline = time.monotonic() + STEP_DEADLINE_S
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start: {log.read_text()[-500:]!r}")
+            if selector.select(0.1):
+                buffer += os.read(process.stdout.fileno(), 4096)
+    return buffer.split(b"\n")[0]
+
+
 class RtspServer:
     """``scripts/rtsp_server.py`` on loopback; keeps its port across restarts."""
 
@@ -178,18 +194,9 @@ class RtspServer:
                 [SYSTEM_PYTHON, str(RTSP_SERVER), "--frames-dir", str(self.frames_dir), "--port",
                  str(self.port), "--codec", "h264", "--fps", "25", "--loop"],
                 stdout=subprocess.PIPE, stderr=log)
-        assert self.process.stdout is not None
-        buffer = b""
-        deadline = time.monotonic() + STEP_DEADLINE_S
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while b"\n" not in buffer:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"RTSP server did not start: {self.log.read_text()[-500:]}")
-                if selector.select(0.1):
-                    buffer += os.read(self.process.stdout.fileno(), 4096)
+        line = first_line_out(self.process, "RTSP server", self.log)
         ready_at = time.monotonic()
-        self.port = int(buffer.split(b"\n")[0].decode().rsplit(":", 1)[1].split("/")[0])
+        self.port = int(line.decode().rsplit(":", 1)[1].split("/")[0])
         return ready_at
 
     def kill(self) -> None:
@@ -715,18 +722,12 @@ class Proxy:
                 [sys.executable, "-m", "anprd.cli", "proxy", "--frontend", "tcp://127.0.0.1:*",
                  "--backend", "tcp://127.0.0.1:*", *options], cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
-        assert self.process.stdout is not None
-        buffer = b""
-        deadline = time.monotonic() + STEP_DEADLINE_S
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while b"\n" not in buffer:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"anprd proxy did not start: {log.read_text()[-300:]!r}")
-                if selector.select(0.1):
-                    buffer += os.read(self.process.stdout.fileno(), 4096)
-        endpoints = json.loads(buffer.split(b"\n")[0])
+        try:
+            line = first_line_out(self.process, "anprd proxy", log)
+        except RuntimeError:
+            self.stop()
+            raise
+        endpoints = json.loads(line)
         self.frontend: str = endpoints["frontend"]
         self.backend: str = endpoints["backend"]
 

@@ -251,6 +251,17 @@ def without_root_file_access(locked: Path) -> list[str]:
     return drop
 
 
+def one_line_model_error(make: Callable[[], object]) -> str:
+    """The message of the `ModelError` that `make()` raises, checked to be one line."""
+    from cascade.models import ModelError
+
+    with pytest.raises(ModelError) as error:
+        make()
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
 def render_clip(folder: Path) -> tuple[Path, Path]:
     """Render the tests' clip into `folder`: 4 s of 640x360 with passing cars (train.clip exits 1
     when no plate fits) on scikit-image's photos, and its truth CSV; (video, truth)."""

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from accuracy_floors import DATA, WIDE_PLATES_THRESHOLD, check, proposal_coverage
+from conftest import one_line_model_error
 from generated_scenes import generated_scenes, score_detector
 
 from anprd.config import ConfigError, load_config
@@ -20,7 +21,6 @@ from anprd.detector import (
     PAGE_ROW_STEP,
     PAGE_ROWS,
     PAGE_WIDTH,
-    ModelError,
     PlateDetector,
     _resize,
     grid_shape,
@@ -205,30 +205,22 @@ def test_wide_plates_are_found_where_the_prefilter_proposes_nothing(detector):
           false_positives=whole.false_positives)
 
 
-def _one_line_model_error(make) -> str:
-    with pytest.raises(ModelError) as error:
-        make()
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_missing_and_corrupt_hog_models_are_named(tmp_path):
-    message = _one_line_model_error(lambda: HogPrefilter.load(tmp_path / "nothing"))
+    message = one_line_model_error(lambda: HogPrefilter.load(tmp_path / "nothing"))
     assert "hog.json" in message and "nothing" in message
-    message = _one_line_model_error(lambda: PlateDetector.from_config(
+    message = one_line_model_error(lambda: PlateDetector.from_config(
         DetectorConfig(prefilter="hog", prefilter_model=str(tmp_path / "nothing"))))
     assert "hog.json" in message
 
     broken = tmp_path / "broken"
     shutil.copytree(HOG_MODEL, broken)
     (broken / "hog.yml").write_text("%YAML:1.0\nnot: a detector\n")
-    assert str(broken / "hog.yml") in _one_line_model_error(lambda: HogPrefilter(broken))
+    assert str(broken / "hog.yml") in one_line_model_error(lambda: HogPrefilter(broken))
     (broken / "hog.yml").unlink()
-    assert str(broken / "hog.yml") in _one_line_model_error(lambda: HogPrefilter(broken))
+    assert str(broken / "hog.yml") in one_line_model_error(lambda: HogPrefilter(broken))
     shutil.copy(HOG_MODEL / "hog.yml", broken / "hog.yml")
     (broken / "hog.json").write_text("{not json")
-    assert str(broken / "hog.json") in _one_line_model_error(lambda: HogPrefilter(broken))
+    assert str(broken / "hog.json") in one_line_model_error(lambda: HogPrefilter(broken))
 
 
 def _config_error(tmp_path: Path, detector_yaml: str) -> str:

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 import pytest
 from accuracy_floors import DATA, check, proposal_coverage
+from conftest import one_line_model_error
 from generated_scenes import generated_scenes, score_detector
 
 from anprd.config import CameraConfig, CascadeConfig, TrackerConfig
 from anprd.config.detector import DetectorConfig
-from anprd.detector import ModelError, PlateDetector
+from anprd.detector import PlateDetector
 from anprd.events import EventSequencer
 from anprd.pipeline import CameraPipeline
 from cascade.frame import FrameCascade
@@ -174,35 +175,27 @@ def test_real_plate_windows_are_proposals_with_their_plate_encoded(tmp_path):
         assert inner.mean() > window.mean() + 40
 
 
-def _one_line_model_error(make) -> str:
-    with pytest.raises(ModelError) as error:
-        make()
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_missing_and_corrupt_proposer_models_are_named(tmp_path):
-    message = _one_line_model_error(lambda: PlateProposer.load(tmp_path / "nothing"))
+    message = one_line_model_error(lambda: PlateProposer.load(tmp_path / "nothing"))
     assert "proposer.json" in message and "nothing" in message
-    message = _one_line_model_error(lambda: PlateDetector.from_config(
+    message = one_line_model_error(lambda: PlateDetector.from_config(
         DetectorConfig(prefilter="proposer", prefilter_model=str(tmp_path / "nothing"))))
     assert "proposer.json" in message
 
     broken = tmp_path / "broken"
     shutil.copytree(PROPOSER_MODEL, broken)
     (broken / "proposer.onnx").write_bytes(b"not a network")
-    assert str(broken / "proposer.onnx") in _one_line_model_error(lambda: PlateProposer(broken))
+    assert str(broken / "proposer.onnx") in one_line_model_error(lambda: PlateProposer(broken))
     (broken / "proposer.onnx").unlink()
-    assert str(broken / "proposer.onnx") in _one_line_model_error(lambda: PlateProposer(broken))
+    assert str(broken / "proposer.onnx") in one_line_model_error(lambda: PlateProposer(broken))
     shutil.copy(PROPOSER_MODEL / "proposer.onnx", broken / "proposer.onnx")
     meta = json.loads((PROPOSER_MODEL / "proposer.json").read_text())
     (broken / "proposer.json").write_text(json.dumps({**meta, "format": "other/1"}))
-    assert "not an anprd proposal network" in _one_line_model_error(lambda: PlateProposer(broken))
+    assert "not an anprd proposal network" in one_line_model_error(lambda: PlateProposer(broken))
     (broken / "proposer.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "margins"}))
-    assert "margins" in _one_line_model_error(lambda: PlateProposer(broken))
+    assert "margins" in one_line_model_error(lambda: PlateProposer(broken))
     (broken / "proposer.json").write_text("{not json")
-    assert str(broken / "proposer.json") in _one_line_model_error(lambda: PlateProposer(broken))
+    assert str(broken / "proposer.json") in one_line_model_error(lambda: PlateProposer(broken))
 
 
 def test_video_plans_name_the_cascade_pre_filter_and_photos_keep_the_detector_s():
@@ -247,7 +240,7 @@ def test_the_detector_proposes_with_the_pre_filter_a_plan_names(detector_hog_def
 
 def test_a_camera_whose_cascade_pre_filter_is_missing_fails_when_it_starts(detector_hog_default, tmp_path):
     cascade = CascadeConfig(prefilter_model=str(tmp_path / "nothing"))
-    message = _one_line_model_error(lambda: CameraPipeline(
+    message = one_line_model_error(lambda: CameraPipeline(
         CameraConfig(id="a", url="x.mp4"), detector_hog_default, TrackerConfig(), EventSequencer(),
         lambda event: None, cascade=cascade))
     assert "proposer.json" in message and "nothing" in message
