@@ -84,6 +84,8 @@ DUPLICATE_IOU = 0.5  # plate boxes overlapping this much are one plate
 STRAY_IOU = 0.1  # a weaker hit overlapping a group's best this much is a stray of that plate (`group_hits`)
 PLATE_FILL = 0.70  # fraction of the window width a re-read plate is scaled to (middle of 60-80%)
 HINT_IOU = 0.3  # a verified plate box overlapping a region's plate box this much is that plate (read modes)
+REVERIFY_ROUNDS = 1  # re-verifications of a rejected plate on its own refined box (`PlateDetector._verify`)
+REVERIFY_IOU = 0.8  # a refined box overlapping its proposal less than this moved enough to verify again
 ONE_VIEW_INVERT_BELOW = math.log(0.5)  # a one-view read surer than this is not tried inverted as well
 MIN_IMAGE_SIDE = 8  # smaller images hold no findable plate (the narrowest searched for is tens of pixels)
 
@@ -239,6 +241,14 @@ def _scaled(box: Box, factor: float) -> tuple[float, float, float, float]:
     cx, cy = box.center
     half_w, half_h = box.w * factor / 2, box.h * factor / 2
     return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+
+
+def _corners(box: Box) -> tuple[float, float, float, float]:
+    return (box.x, box.y, box.x + box.w, box.y + box.h)
+
+
+def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    return float(_box_iou_matrix(np.array([a, b], dtype=np.float64))[0, 1])
 
 
 def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
@@ -661,7 +671,7 @@ class PlateDetector:
         candidates, no posteriors); every other plate is read in full."""
         if not boxes:
             return []
-        presence, refined_boxes, first_reads = self._read_windows(boxes, gray)
+        presence, refined_boxes, first_reads = self._verify(boxes, gray)
         kept = [i for i, box in enumerate(refined_boxes)
                 if presence[i] >= self.config.verify_threshold and box.w > 1 and box.h > 1]
         modes = _hinted_modes(kept, refined_boxes, hints)
@@ -742,6 +752,29 @@ class PlateDetector:
                     if _best_path_log_probability(inverted[:, m]) > _best_path_log_probability(reads[i]):
                         as_seen[i], reads[i] = reads[i], inverted[:, m]
         return reads, as_seen
+
+    def _verify(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray
+                ) -> tuple[np.ndarray, list[Box], np.ndarray]:
+        """`_read_windows` on the proposed `boxes`, then again on the refined box of each plate it
+        rejected whose refined box moved off the proposal (IoU under `REVERIFY_IOU`), keeping the
+        surer pass. A group's averaged box can be loose (hits of several levels): the plate then fills
+        under 60% of the centred window, which the presence rule calls no plate, while the box output
+        already points at the plate itself."""
+        presence, refined, reads = self._read_windows(boxes, gray)
+        for _ in range(REVERIFY_ROUNDS):
+            again = [i for i, box in enumerate(refined)
+                     if presence[i] < self.config.verify_threshold and box.w > 1 and box.h > 1
+                     and _box_iou(_corners(box), boxes[i]) < REVERIFY_IOU]
+            if not again:
+                break
+            boxes = list(boxes)
+            for i in again:
+                boxes[i] = _corners(refined[i])
+            more_presence, more_refined, more_reads = self._read_windows([boxes[i] for i in again], gray)
+            for n, i in enumerate(again):
+                if more_presence[n] > presence[i]:
+                    presence[i], refined[i], reads[i] = more_presence[n], more_refined[n], more_reads[n]
+        return presence, refined, reads
 
     def _read_windows(self, boxes: list[tuple[float, float, float, float]], gray: np.ndarray
                       ) -> tuple[np.ndarray, list[Box], np.ndarray]:

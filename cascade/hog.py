@@ -237,7 +237,7 @@ class HogPrefilter:
         windows; a plate straddling two areas is found in either, as the regions overlap."""
         win_w, win_h = self.params.window
         # at least two windows each way, or a small moving part (a plate's own edges) gives no window
-        return regions_in_areas(gray, areas, lambda crop: self.regions(crop, threshold),
+        return regions_in_areas(gray, areas, lambda crop, _edges: self.regions(crop, threshold),
                                 at_least=(2 * win_w, 2 * win_h), smallest=(win_w, win_h))
 
     def propose(self, gray: np.ndarray, threshold: float | None = None

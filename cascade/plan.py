@@ -138,15 +138,22 @@ def not_covered(proposed: list[Region], searched: tuple[Region, ...]) -> list[Re
     return kept
 
 
-def regions_in_areas(gray: np.ndarray, areas: tuple[Box4, ...], regions: Callable[[np.ndarray], list[Region]],
+FrameEdges = tuple[bool, bool, bool, bool]  # which sides of a crop (left, top, right, bottom) are the frame's
+ALL_EDGES: FrameEdges = (True, True, True, True)
+
+
+def regions_in_areas(gray: np.ndarray, areas: tuple[Box4, ...],
+                     regions: Callable[[np.ndarray, FrameEdges], list[Region]],
                      grow: tuple[float, float] = (0.0, 0.0), at_least: tuple[float, float] = (0.0, 0.0),
                      smallest: tuple[int, int] = (1, 1)) -> list[Region]:
-    """A pre-filter's `regions(crop)` inside `areas` (x0, y0, x1, y1; `WHOLE_FRAME`: all of `gray`),
-    in `gray`'s pixels, best first. Each area is scanned on its own crop: the area grown by `grow`
-    (width, height) about its centre, to at least `at_least`, clipped to the image; a crop smaller
-    than `smallest` is skipped. A plate straddling two areas is found in either, as they overlap."""
+    """A pre-filter's `regions(crop, frame_edges)` inside `areas` (x0, y0, x1, y1; `WHOLE_FRAME`: all
+    of `gray`), in `gray`'s pixels, best first. Each area is scanned on its own crop: the area grown by
+    `grow` (width, height) about its centre, to at least `at_least`, clipped to the image; a crop
+    smaller than `smallest` is skipped. `frame_edges` says which of the crop's sides are the image's
+    own edges (the others have image around them). A plate straddling two areas is found in either,
+    as they overlap."""
     if WHOLE_FRAME in areas:
-        return regions(gray)
+        return regions(gray, ALL_EDGES)
     h, w = gray.shape[:2]
     found: list[Region] = []
     for x0, y0, x1, y1 in areas:
@@ -156,7 +163,8 @@ def regions_in_areas(gray: np.ndarray, areas: tuple[Box4, ...], regions: Callabl
         right, bottom = min(w, math.ceil(cx + half_w)), min(h, math.ceil(cy + half_h))
         if right - left < smallest[0] or bottom - top < smallest[1]:
             continue
-        for region in regions(np.ascontiguousarray(gray[top:bottom, left:right])):
+        edges = (left == 0, top == 0, right == w, bottom == h)
+        for region in regions(np.ascontiguousarray(gray[top:bottom, left:right]), edges):
             bx0, by0, bx1, by1 = region.box
             found.append(Region((bx0 + left, by0 + top, bx1 + left, by1 + top), region.plate_widths,
                                 region.score, region.source))

@@ -7,8 +7,10 @@ by default (`cascade.prefilter: proposer`), photos' with `detector.prefilter: pr
 1. The frame is resized to a few octave levels. The first brings the narrowest plate searched for
    to `SEARCH_FILL[0]` of the network's 64x32 window, each next one is half as large, down to the
    widest plate; at half the detection network's resolution this is a few per cent of its pyramid.
-2. The network scores every 8-pixel step of each level: "a plate is centred in this window, 32-85%
-   of its width" (`proposal_label`), and predicts that plate's centre and size (`encode_plate`).
+2. The network scores every 8-pixel step of each level (and `EDGE_CELLS` steps of repeated border
+   past the frame's edges, so that a plate at an edge is centred in some window): "a plate is
+   centred in this window, 32-85% of its width" (`proposal_label`), and predicts that plate's
+   centre and size (`encode_plate`).
    One level covers more than an octave of plate widths, so an octave pyramid leaves no width
    between levels.
 3. Every window scoring above the threshold (calibrated in training so that 99% of generated
@@ -37,7 +39,7 @@ import numpy as np
 
 from cascade.hog import merge_boxes
 from cascade.models import ModelError, resolve_model_dir
-from cascade.plan import Region, regions_in_areas
+from cascade.plan import ALL_EDGES, FrameEdges, Region, regions_in_areas
 
 __all__ = ["PROPOSAL_FILL", "PROPOSER_FORMAT", "WINDOW", "PlateProposer", "proposal_label"]
 
@@ -47,6 +49,7 @@ PROPOSAL_FILL = (0.32, 0.85)  # plate width / window width of a proposal (traini
 PROPOSAL_HEIGHT_FILL = 0.9  # the tallest plate / window height
 CENTRE_BOX = 0.25  # a proposal's plate centre lies within this fraction of the window of its centre
 SEARCH_FILL = (0.4, 0.8)  # the band each level is relied on for: inside the trained band, with margin
+EDGE_CELLS = 2  # cells of repeated border past a frame's edges: windows centred on a plate at the edge
 MAX_HITS = 300  # best windows kept per image before merging
 
 
@@ -145,22 +148,29 @@ class PlateProposer:
             scales.append(max(WINDOW[1] / height, WINDOW[0] / width))
         return scales
 
-    def searches(self, gray: np.ndarray, threshold: float | None = None
+    def searches(self, gray: np.ndarray, threshold: float | None = None, frame_edges: FrameEdges = ALL_EDGES
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every window scoring above the threshold as a search for the plate it predicts: (N x 4
         boxes x0 y0 x1 y1 in image pixels, N x 2 plate widths, N scores), best first. A box is the
         predicted plate grown by the centre's error margin, the widths the predicted width within
-        the width's error margin (proposer.json's `margins`, measured in training)."""
+        the width's error margin (proposer.json's `margins`, measured in training). `frame_edges`:
+        which sides of `gray` (left, top, right, bottom) are the frame's own edges, which get
+        `EDGE_CELLS` of repeated border (a crop's other sides have the frame around them)."""
+        left, top, right, bottom = (EDGE_CELLS * 8 * bool(edge) for edge in frame_edges)
         limit = self.calibrated + (self.threshold if threshold is None else threshold)
         h, w = gray.shape[:2]
         boxes, widths, scores = [], [], []
         for scale in self.scales(h, w):
             size = (max(WINDOW[0], round(w * scale)), max(WINDOW[1], round(h * scale)))
             level = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            # whole 8-pixel cells, so every cell's window lies where the training windows did
+            # whole 8-pixel cells, so every cell's window lies where the training windows did, and
+            # EDGE_CELLS more past the frame's edges: a plate at an edge is centred in no window of the
+            # level itself, and an off-centre window is a negative by the labelling rule (a 95 px
+            # plate 3 px from a street frame's left edge scored 2-4 logits under the threshold, 5-6
+            # over it with the border)
             pad_y, pad_x = -size[1] % 8, -size[0] % 8
-            if pad_x or pad_y:
-                level = cv2.copyMakeBorder(level, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
+            level = cv2.copyMakeBorder(level, top, pad_y + bottom, left, pad_x + right,
+                                       cv2.BORDER_REPLICATE)
             out = self.network(level[None, :, :, None].astype(np.float32))
             logits, plate = out["proposal"][0, :, :, 0], out["plate"][0]
             rows, cols = np.nonzero(logits > limit)
@@ -168,8 +178,8 @@ class PlateProposer:
                 continue
             win_w, win_h = WINDOW[0] / scale, WINDOW[1] / scale  # in image pixels
             cx, cy, log_w, log_h = plate[rows, cols].T.astype(np.float64)
-            centre_x = (cols * 8 / scale) + (0.5 + cx) * win_w
-            centre_y = (rows * 8 / scale) + (0.5 + cy) * win_h
+            centre_x = ((cols * 8 - left) / scale) + (0.5 + cx) * win_w
+            centre_y = ((rows * 8 - top) / scale) + (0.5 + cy) * win_h
             plate_w, plate_h = np.exp(log_w) * win_w, np.exp(log_h) * win_h
             half_w = plate_w / 2 + self.margins["centre_x"] * win_w
             half_h = plate_h / 2 + self.margins["centre_y"] * win_h
@@ -186,11 +196,13 @@ class PlateProposer:
         all_widths = np.clip(np.concatenate(widths)[order], self.min_plate_width, self.max_plate_width)
         return all_boxes, all_widths, all_scores[order]
 
-    def regions(self, gray: np.ndarray, threshold: float | None = None) -> list[Region]:
-        """Merged, clipped proposals in a grayscale uint8 image, best first."""
+    def regions(self, gray: np.ndarray, threshold: float | None = None, frame_edges: FrameEdges = ALL_EDGES
+                ) -> list[Region]:
+        """Merged, clipped proposals in a grayscale uint8 image, best first (`frame_edges`: as in
+        `searches`)."""
         if gray.ndim != 2 or gray.dtype != np.uint8:
             raise ValueError("expected an 8-bit grayscale image")
-        boxes, widths, scores = self.searches(gray, threshold)
+        boxes, widths, scores = self.searches(gray, threshold, frame_edges)
         keep = widths[:, 0] < widths[:, 1]  # a predicted plate outside the searched widths
         boxes, widths, scores = boxes[keep][:MAX_HITS], widths[keep][:MAX_HITS], scores[keep][:MAX_HITS]
         regions = []
@@ -209,8 +221,8 @@ class PlateProposer:
         centred on it) and to at least two such windows each way."""
         first = SEARCH_FILL[0] * WINDOW[0] / self.min_plate_width
         win_w, win_h = WINDOW[0] / first, WINDOW[1] / first
-        return regions_in_areas(gray, areas, lambda crop: self.regions(crop, threshold), grow=(win_w, win_h),
-                                at_least=(2 * win_w, 2 * win_h), smallest=(8, 8))
+        return regions_in_areas(gray, areas, lambda crop, edges: self.regions(crop, threshold, edges),
+                                grow=(win_w, win_h), at_least=(2 * win_w, 2 * win_h), smallest=(8, 8))
 
     def propose(self, gray: np.ndarray, threshold: float | None = None
                 ) -> list[tuple[float, float, float, float]]:

@@ -69,3 +69,47 @@ def test_pattern_that_cannot_fit_returns_none():
 def test_bad_pattern_is_named():
     with pytest.raises(ValueError, match="uk"):
         parse_pattern("uk", "@@#!")
+
+
+def _one_by_one_beam(log_probs: np.ndarray, beam_width: int, allowed, prune: float
+                     ) -> list[tuple[str, float]]:
+    """Prefix beam search written out extension by extension (how `anprd.ctc` did it before it
+    scored a column's extensions as one array): the reference the array version must agree with."""
+    def add(a: float, b: float) -> float:
+        return float(np.logaddexp(a, b))
+
+    beams = {(): (0.0, -math.inf)}
+    for row in log_probs.astype(np.float64):
+        nxt: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = add(pb, pnb)
+            entry = nxt.setdefault(prefix, [-math.inf, -math.inf])
+            entry[0] = add(entry[0], total + row[BLANK])
+            if prefix:
+                entry[1] = add(entry[1], pnb + row[prefix[-1]])
+            for k in range(BLANK):
+                if row[k] > prune and k in allowed(len(prefix)):
+                    extended = nxt.setdefault(prefix + (k,), [-math.inf, -math.inf])
+                    extended[1] = add(extended[1], (pb if prefix and prefix[-1] == k else total) + row[k])
+        best = sorted(nxt.items(), key=lambda kv: -add(*kv[1]))[:beam_width]
+        beams = {p: (v[0], v[1]) for p, v in best}
+    found = [("".join(ALPHABET[k] for k in p), add(*v)) for p, v in beams.items()]
+    return sorted(found, key=lambda r: -r[1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_array_beam_search_finds_what_one_by_one_search_finds(seed):
+    from anprd.ctc import ANY_IDS, _prefix_beam
+
+    rng = np.random.default_rng(seed)
+    uk = parse_pattern("uk", "@@##@@@")
+    for _ in range(20):
+        logits = rng.normal(0, 3, (int(rng.integers(4, 33)), 37))
+        logits[:, BLANK] += rng.uniform(0, 6)  # mostly blank columns, as a reader's are
+        log_probs = np.log(np.clip(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 1e-12, 1))
+        for allowed in (lambda _: ANY_IDS,
+                        lambda n: uk.classes[n] if n < len(uk.classes) else frozenset()):
+            expected = _one_by_one_beam(log_probs, 16, allowed, math.log(1e-4))
+            got = _prefix_beam(log_probs, 16, allowed, None, math.log(1e-4))
+            assert [t for t, _ in got] == [t for t, _ in expected]
+            assert [p for _, p in got] == pytest.approx([p for _, p in expected], abs=1e-9)
