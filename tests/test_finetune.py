@@ -273,8 +273,12 @@ def test_your_plates_do_not_teach_which_lookalike_a_glyph_is_unless_asked():
     from anprd.ctc import ALPHABET
     from train.finetune import LOOKALIKES, _training
 
+    # a fixed model (seeded: unseeded weights drew, once in many runs, logits under which "AO1" and
+    # "ADI" cost the same to within 0.1%); seed 0 sets the texts 2-3% apart
+    keras.utils.set_random_seed(0)
     image = keras.Input((32, 128, 1))
-    logits = keras.layers.Reshape((32, 37))(keras.layers.Dense(32 * 37)(keras.layers.Flatten()(image)))
+    scaled = keras.layers.Rescaling(1 / 255)(image)
+    logits = keras.layers.Reshape((32, 37))(keras.layers.Dense(32 * 37)(keras.layers.Flatten()(scaled)))
     model = keras.Model(image, {"text": logits})
     n = 4
     images = np.random.default_rng(0).integers(0, 255, (n, 32, 128, 1)).astype(np.uint8)
