@@ -243,14 +243,6 @@ def _scaled(box: Box, factor: float) -> tuple[float, float, float, float]:
     return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
-def _corners(box: Box) -> tuple[float, float, float, float]:
-    return (box.x, box.y, box.x + box.w, box.y + box.h)
-
-
-def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    return float(_box_iou_matrix(np.array([a, b], dtype=np.float64))[0, 1])
-
-
 def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = boxes.T
     area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
@@ -761,15 +753,15 @@ class PlateDetector:
         under 60% of the centred window, which the presence rule calls no plate, while the box output
         already points at the plate itself."""
         presence, refined, reads = self._read_windows(boxes, gray)
+        boxes = list(boxes)  # each plate's latest verified-on box
         for _ in range(REVERIFY_ROUNDS):
-            again = [i for i, box in enumerate(refined)
+            again = [i for i, (box, (x0, y0, x1, y1)) in enumerate(zip(refined, boxes, strict=True))
                      if presence[i] < self.config.verify_threshold and box.w > 1 and box.h > 1
-                     and _box_iou(_corners(box), boxes[i]) < REVERIFY_IOU]
+                     and box.iou(Box(x0, y0, x1 - x0, y1 - y0)) < REVERIFY_IOU]
             if not again:
                 break
-            boxes = list(boxes)
             for i in again:
-                boxes[i] = _corners(refined[i])
+                boxes[i] = (refined[i].x, refined[i].y, refined[i].x2, refined[i].y2)
             more_presence, more_refined, more_reads = self._read_windows([boxes[i] for i in again], gray)
             for n, i in enumerate(again):
                 if more_presence[n] > presence[i]:

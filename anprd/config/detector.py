@@ -94,7 +94,7 @@ class DetectorConfig(AnprdBaseModel):
     prefilter_threshold: float = Field(-0.25, ge=-3, le=3, description="Score a pre-filter window "
                                        "needs to propose a region, over the model's calibrated "
                                        "operating point (HOG: SVM margin, 95% of plates covered; "
-                                       "proposer: logit, 99.5% of generated plates covered). The "
+                                       "proposer: logit, 99% of generated scenes' plates searched). The "
                                        "default -0.25 covers more tilted and 2:1 plates with HOG "
                                        "(docs/speed.md); lower finds more plates but proposes more "
                                        "regions (more time).")
