@@ -228,7 +228,14 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
     from anprd.config.detector import DetectorConfig
     from anprd.detector import PlateDetector
 
+    # exported as `make export` does: the fine-tuned folder runs without TensorFlow
+    exported = meta["exported"]["files"]
+    assert {"detection.onnx", "window.onnx", "reader-r9-ft.onnx", "reader-r9-ft.int8.onnx"} <= set(exported)
+    assert exported["reader-r9-ft.onnx"]["from"] == "reader-r9-ft.weights.h5"
+    assert sorted(p.name for p in out.glob("*.onnx")) == sorted(exported)
+    assert record["exported"].startswith("float32 and int8 ONNX")
     detector = PlateDetector(out, DetectorConfig(model=str(out)))
+    assert detector.device == "onnxruntime float32 on CPU (3 of 3 networks)", detector.device
     assert len(detector.readers) == 1
     item = split.heldout[0]
     found = detector.detect(cv2.imread(str(item.path)))

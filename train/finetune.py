@@ -35,7 +35,9 @@ DIR holds photos and `labels.tsv` in the `anprd eval` format (file, x, y, w, h, 
    command, seed, steps, data folder, hash of the training files' names, the split, the held-out
    figures before and after, the detector fine-tune's settings and window checks, minutes).
    `finetune-split.json` lists the files of each part. The base model's confidence calibration is
-   dropped (it was fitted to the base reader).
+   dropped (it was fitted to the base reader). The folder's networks are exported to ONNX as
+   `make export` does, so it runs without TensorFlow; the held-out "after" figures are the exported
+   networks'.
 """
 
 from __future__ import annotations
@@ -752,6 +754,9 @@ def finetune(args: argparse.Namespace, command: str,
         {"data": str(folder.resolve()), **split_record, "train": [i.path.name for i in split.train],
          "heldout": [i.path.name for i in split.heldout]}, indent=1) + "\n")
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    record["exported"] = _export(out, [Path(b) for b in backgrounds])
+    meta = json.loads((out / "model.json").read_text())  # with the export's record
+    meta["finetune"] = record
 
     if split.heldout:
         tuned = PlateDetector(out, config.model_copy(update={"model": str(out.resolve())}), base_dir)
@@ -759,6 +764,32 @@ def finetune(args: argparse.Namespace, command: str,
     record["minutes"] = round((time.time() - started) / 60, 1)
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return record
+
+
+def _export(out: Path, backgrounds: list[Path]) -> str:
+    """The model folder's networks as ONNX files (float32 and int8, `train.export`), so that the
+    daemon and the CLI run the fine-tuned folder without TensorFlow as they run the shipped one; the
+    base's exported files of networks that changed are removed. Without the converter, or if it
+    fails, the fine-tuned networks run on TensorFlow: a warning, not an error (the training is kept).
+    Returns what model.json's "finetune" record says of it."""
+    from anprd.runtime import first_line
+    from train.export import export_onnx
+
+    try:
+        files = export_onnx(out, ("float32", "int8"), backgrounds)["files"]
+    except ImportError as exc:  # tf2onnx or onnx missing
+        why = f"not exported ({first_line(exc)}; pip install -e '.[export]', then make export MODEL={out})"
+    except Exception as exc:  # noqa: BLE001 - a converter fails in many ways; the weights are saved
+        why = f"not exported ({first_line(exc)}; make export MODEL={out} tries again)"
+    else:
+        why = ""
+    if why:
+        print(f"anprd finetune: {why}: the fine-tuned networks run on TensorFlow", file=sys.stderr)
+        return why
+    for path in out.glob("*.onnx"):
+        if path.name not in files:  # a base network's file whose weights this folder replaced
+            path.unlink()
+    return "float32 and int8 ONNX (train.export): " + ", ".join(sorted(files))
 
 
 def _synthetic_batch(source) -> dict[str, np.ndarray]:
