@@ -1,7 +1,8 @@
 """Speed and memory figures (`make bench`): the whole pyramid, today's cascade and the new one side by
 side in one run; prints them, asserts nothing, and ends with one JSON line (`JSON_KEYS`).
 
-    python -m anprd.bench [--frames DIR] [--count N] [--model DIR] [--baseline-frames N] [--quick]
+    python -m anprd.bench [--frames DIR] [--count N] [--model DIR] [--baseline-frames N] [--shifts N]
+                          [--quick]
 
 Ways to search a frame, measured on the same frames in the same process, taken in turn:
 
@@ -18,7 +19,8 @@ Measured:
 1. On the real 1280x720 street frames (../shared/data/streets, the first `--count`): detection per
    frame with ``full``, ``hog`` and ``proposer`` (a busy frame: a new car, no motion or track to
    help, which is what the cascade's whole-frame pass costs too), and how many plates the whole
-   pyramid finds that each also finds (box IoU >= 0.5).
+   pyramid finds that each also finds (box IoU >= 0.5); with `--shifts N`, that count again on the
+   frames moved by N different sub-cell offsets (`SHIFTS`), where luck of the grid evens out.
 2. Flat-out replay of the bench clips (`train.clip.BENCH_CLIPS`, rendered when missing), decode to
    published events (`anprd.replay.run_source`): frames per second of each way, the baselines on the
    first `--baseline-frames` frames (they are slow) and the cascade on those and on the whole clip;
@@ -153,6 +155,22 @@ def _street_figures(detector, frames: list[np.ndarray], model: str) -> dict[str,
     for config in ways.values():  # warm-up: graph tracing per new input shape
         detector.config = config
         detector.detect(frames[0])
+    kept, total, times = _kept_by_way(detector, ways, frames)
+    h, w = frames[0].shape[:2]
+    for name, ms in times.items():
+        ratio = statistics.median(times["full"]) / statistics.median(ms)
+        print(f"street frames {w}x{h}, {name}: {_summary(ms)} -> {1000 / statistics.median(ms):.1f} fps, "
+              f"{ratio:.2f}x the whole pyramid's speed; plates the whole pyramid finds that it finds too "
+              f"(IoU >= 0.5): {kept[name]}/{total}")
+    return {"busy_frame_ms_720p": statistics.median(times[default]),
+            "recall_vs_full": kept[default] / total if total else 1.0}
+
+
+def _kept_by_way(detector, ways: dict[str, DetectorConfig], frames: list[np.ndarray]
+                 ) -> tuple[dict[str, int], int, dict[str, list[float]]]:
+    """Each way on each frame, in turn frame by frame: how many of the plates the whole pyramid
+    (``full``) finds each also finds (box IoU >= 0.5), the whole pyramid's count, and each way's
+    milliseconds per frame."""
     times: dict[str, list[float]] = {name: [] for name in ways}
     kept = dict.fromkeys(ways, 0)
     total = 0
@@ -166,14 +184,36 @@ def _street_figures(detector, frames: list[np.ndarray], model: str) -> dict[str,
         total += len(found["full"])
         for name in ways:
             kept[name] += sum(any(d.box.iou(e.box) >= 0.5 for e in found[name]) for d in found["full"])
-    h, w = frames[0].shape[:2]
-    for name, ms in times.items():
-        ratio = statistics.median(times["full"]) / statistics.median(ms)
-        print(f"street frames {w}x{h}, {name}: {_summary(ms)} -> {1000 / statistics.median(ms):.1f} fps, "
-              f"{ratio:.2f}x the whole pyramid's speed; plates the whole pyramid finds that it finds too "
-              f"(IoU >= 0.5): {kept[name]}/{total}")
-    return {"busy_frame_ms_720p": statistics.median(times[default]),
-            "recall_vs_full": kept[default] / total if total else 1.0}
+    return kept, total, times
+
+
+# moves of a frame's content (right, down) in pixels: every phase of the 8-pixel grid once in each
+# direction, so that a plate found or missed by the luck of where windows fall shows up as such
+SHIFTS = ((0, 0), (2, 3), (4, 6), (6, 1), (1, 5), (3, 2), (5, 7), (7, 4))
+
+
+def shifted(frame: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """`frame`'s content moved `dx` px right and `dy` px down, the same size (edge pixels repeated
+    into the gap)."""
+    h, w = frame.shape[:2]
+    return cv2.copyMakeBorder(frame, dy, 0, dx, 0, cv2.BORDER_REPLICATE)[:h, :w]
+
+
+def _shifted_recall(detector, frames: list[np.ndarray], model: str, count: int) -> None:
+    """`recall_vs_full` of the pre-filters on the street frames moved by each of the first `count`
+    `SHIFTS`: the whole pyramid's own finds change with where its windows fall, and one frame's
+    figure is a few plates' luck; printed only (the JSON's figure is the frames as they are)."""
+    ways = {name: _way(name, model)[0] for name in ("full", "hog", "proposer")}
+    sums = dict.fromkeys(ways, 0)
+    for dx, dy in SHIFTS[:count]:
+        kept, total, _ = _kept_by_way(detector, ways, [shifted(frame, dx, dy) for frame in frames])
+        print(f"street frames moved ({dx}, {dy}) px: the whole pyramid finds {total} plates; "
+              + ", ".join(f"{name} {kept[name]}" for name in ("hog", "proposer")), flush=True)
+        for name in ways:
+            sums[name] += kept[name] if name != "full" else total
+    print(f"street frames over {min(count, len(SHIFTS))} moves: the whole pyramid's {sums['full']} plates; "
+          + ", ".join(f"{name} finds {sums[name]} ({sums[name] / max(sums['full'], 1):.3f})"
+                      for name in ("hog", "proposer")), flush=True)
 
 
 def _clips(names: tuple[str, ...]) -> dict[str, tuple[Path, Path]]:
@@ -241,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DetectorConfig().model)
     parser.add_argument("--baseline-frames", type=int, default=150,
                         help="clip frames the three ways are compared on (default 150)")
+    parser.add_argument("--shifts", type=int, default=0,
+                        help=f"also compare the pre-filters on the street frames moved by 1-7 px, this many "
+                             f"moves (at most {len(SHIFTS)}; default 0: not run)")
     parser.add_argument("--quick", action="store_true",
                         help="10 street frames, 90 baseline frames, no 1080p clip: a smoke run")
     args = parser.parse_args(argv)
@@ -249,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         args.count, args.baseline_frames = min(args.count, 10), min(args.baseline_frames, 90)
     if args.count < 1 or args.baseline_frames < 1:
         parser.error("--count and --baseline-frames must be at least 1")
+    if not 0 <= args.shifts <= len(SHIFTS):
+        parser.error(f"--shifts must be 0 to {len(SHIFTS)}")
 
     from anprd.detector import PlateDetector
 
@@ -261,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = _street_frames(args.frames, args.count) if args.frames.is_dir() else []
     if frames:
         figures.update(_street_figures(detector, frames, args.model))
+        if args.shifts:
+            _shifted_recall(detector, frames, args.model, args.shifts)
     else:
         print(f"no 1280x720 street frames in {args.frames}: busy_frame_ms_720p and recall_vs_full are null")
     clips = _clips(("720p",) if args.quick else ("720p", "1080p"))
