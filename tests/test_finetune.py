@@ -15,7 +15,7 @@ import pytest
 
 from anprd.evaluate import LabelledImage, read_labels
 from anprd.types import Box
-from train.finetune import MIN_PLATES, augment_plate, cut_plate, names_hash, split_images
+from train.finetune import MIN_PLATES, augment_plate, cut_plate, names_hash, plate_formats, split_images
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_KEYS = {"images", "plates", "detected", "read_exact", "read_rate", "detection_recall", "char_accuracy",
@@ -71,6 +71,17 @@ def test_names_hash_depends_on_the_names_not_their_order():
     images = photos(5)
     assert names_hash(images) == names_hash(images[::-1])
     assert names_hash(images) != names_hash(images[:4])
+
+
+def test_the_formats_of_three_or_more_plates_are_reported_commonest_first():
+    def image(*texts: str) -> LabelledImage:
+        return LabelledImage(Path("/photos/x.jpg"), [(Box(0, 0, 60, 20), t) for t in texts])
+
+    images = [image("RK291AT", "BA302OZ"), image("KE123AB", "5TGN556"), image("ZA834CO", "B21GSE"),
+              image("8XYZ123", "1ABC234")]
+    assert list(plate_formats(images).items()) == [("@@###@@", 4), ("#@@@###", 3)]
+    assert plate_formats(images, min_plates=1) == {"@@###@@": 4, "#@@@###": 3, "@##@@@": 1}
+    assert plate_formats(images[:1]) == {}
 
 
 # -- the user's plates as crops ---------------------------------------------------------------------
@@ -185,6 +196,7 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(printed["before"]) == EVAL_KEYS == set(printed["after"])
+    assert printed["formats"] == plate_formats(split_images(read_labels(photos_dir), 0.25, seed=4).train)
 
     meta = json.loads((out / "model.json").read_text())
     record = meta["finetune"]

@@ -51,6 +51,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,11 @@ from anprd.errors import AnprdError
 from anprd.evaluate import EvalReport, LabelledImage, read_labels
 
 __all__ = ["MIN_PLATES", "FinetuneError", "RealPhoto", "RealPlate", "Split", "augment_plate", "cut_plate",
-           "detector_window", "main", "make_window_batch", "names_hash", "split_images"]
+           "detector_window", "main", "make_window_batch", "names_hash", "plate_formats", "split_images"]
 
 MIN_PLATES = 20  # fewer plates in the training part teach a reader nothing it keeps
 MAX_LABEL = 10  # the reader reads 1-10 characters (train.train.MAX_LABEL)
+MIN_FORMAT_PLATES = 3  # a format is reported as the user's when this many training plates have it
 EVAL_KEYS = ("images", "plates", "detected", "read_exact", "read_rate", "detection_recall", "char_accuracy",
              "false_positives", "ms_per_image")
 SYNTHETIC_CHECK = (1000, 990011)  # synthetic crops (count, seed) read before and after: forgetting
@@ -106,6 +108,15 @@ def split_images(images: list[LabelledImage], holdout: float, seed: int, by_name
     out = set(order[:held].tolist())
     return Split([item for i, item in enumerate(ordered) if i not in out],
                  [item for i, item in enumerate(ordered) if i in out], "seeded shuffle")
+
+
+def plate_formats(images: list[LabelledImage], min_plates: int = MIN_FORMAT_PLATES) -> dict[str, int]:
+    """The formats of the labelled plates (`@` a letter, `#` a digit, as `detector.patterns` writes
+    them) that at least `min_plates` plates have, with their counts, commonest first. A reader
+    fine-tuned on them still leaves O/0 and I/1 to the synthetic plates; a format settles those."""
+    counts = Counter("".join("#" if c.isdigit() else "@" for c in text)
+                     for item in images for _, text in item.plates)
+    return {form: n for form, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_plates}
 
 
 def names_hash(images: list[LabelledImage]) -> str:
@@ -714,6 +725,7 @@ def finetune(args: argparse.Namespace, command: str,
         "train_files_sha256": names_hash(split.train),
         "heldout_files_sha256": names_hash(split.heldout),
         "split": split_record,
+        "formats": plate_formats(split.train),
         "heldout_before": before,
         "heldout_after": None,
         "train_part_before": train_before,
@@ -1036,8 +1048,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
     record = finetune(args, command, load_tensorflow)
     before, after = record["heldout_before"], record["heldout_after"]
     if args.json:
-        print(json.dumps({"model": str(args.out), "before": before, "after": after,
-                          "split": record["split"], "minutes": record["minutes"]}))
+        print(json.dumps({"model": str(args.out), "before": before, "after": after, "split": record["split"],
+                          "formats": record["formats"], "minutes": record["minutes"]}))
     else:
         _print_figures(before, after, record["split"]["heldout_images"], record["split"]["heldout_plates"])
         synthetic = record["synthetic_reader_check"]
@@ -1054,6 +1066,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
                       f"{100 * after_part['presence_fp_at_0.99']:.1f}% ({check['count']} windows)")
         else:
             print(f"detection network not fine-tuned: {detector['why']}")
+        if record["formats"]:
+            patterns = ", ".join(f"f{n}: '{form}'" for n, form in enumerate(record["formats"], 1))
+            print(f"your plates' formats ({MIN_FORMAT_PLATES} or more plates each): "
+                  + ", ".join(f"{form} ({count})" for form, count in record["formats"].items())
+                  + "; as a reading prior they settle look-alikes (O/0, I/1): "
+                  + f"detector.patterns: {{{patterns}}}")
         print(f"wrote {args.out} in {record['minutes']} min; use it with --model {args.out} "
               f"or detector.model: {args.out}")
     return 0
