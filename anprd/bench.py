@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-frames", type=int, default=150,
                         help="clip frames the three ways are compared on (default 150)")
     parser.add_argument("--shifts", type=int, default=0,
-                        help=f"also compare the pre-filters on the street frames moved by 1-7 px, this many "
+                        help=f"also compare the pre-filters on the street frames moved by 0-7 px, this many "
                              f"moves (at most {len(SHIFTS)}; default 0: not run)")
     parser.add_argument("--quick", action="store_true",
                         help="10 street frames, 90 baseline frames, no 1080p clip: a smoke run")

@@ -226,6 +226,41 @@ def test_export_writes_current_files_and_records_them(tmp_path):
                                _sigmoid(shipped.networks.detection(page)["presence"]), atol=1e-4)
 
 
+def test_an_export_that_lost_its_last_squeeze_is_mended_and_a_wrong_one_refused(tmp_path):
+    pytest.importorskip("tf2onnx")
+    import onnx
+    import onnxruntime as ort
+    import tf2onnx
+    from onnx import numpy_helper
+
+    from train.export import DETECTION_FILE, OPSET, _match_keras, _tf_functions
+
+    function, spec, _ = _tf_functions(MODEL)[0][DETECTION_FILE]
+    model, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=OPSET)
+    graph = model.graph
+    last = next(node for node in graph.node if "presence" in node.output)
+    if last.op_type == "Squeeze":  # as tf2onnx leaves it some runs: the Squeeze gone, a unit axis left
+        producer = next(node for node in graph.node if last.input[0] in node.output)
+        producer.output[:] = ["presence" if name == last.input[0] else name for name in producer.output]
+        graph.node.remove(last)
+        dims = next(output for output in graph.output if output.name == "presence").type.tensor_type.shape.dim
+        dims.insert(0, onnx.TensorShapeProto.Dimension(dim_value=1))
+    page = np.random.default_rng(5).uniform(0, 255, (1, 80, 160, 1)).astype(np.float32)
+
+    def presence() -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(["presence"], {session.get_inputs()[0].name: page})[0]
+
+    assert presence().ndim == 5
+    _match_keras(model, function, spec, tmp_path / DETECTION_FILE)
+    np.testing.assert_allclose(presence(), function(page)["presence"].numpy(), rtol=1e-3, atol=1e-3)
+
+    weight = max(graph.initializer, key=lambda tensor: numpy_helper.to_array(tensor).size)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    with pytest.raises(RuntimeError, match=r"detection.onnx: the converted network's \w+ output differs"):
+        _match_keras(model, function, spec, tmp_path / DETECTION_FILE)
+
+
 def test_export_refuses_a_folder_that_is_not_a_model(tmp_path):
     done = subprocess.run([sys.executable, "-m", "train.export", "--model", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

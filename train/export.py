@@ -147,7 +147,50 @@ def _to_onnx(function, spec, path: Path) -> None:
     import tf2onnx
 
     model, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=OPSET)
-    onnx.save(_canonical_names(model), str(path))
+    model = _canonical_names(model)
+    _match_keras(model, function, spec, path)
+    onnx.save(model, str(path))
+
+
+def _match_keras(model, function, spec, path: Path) -> None:
+    """Check the converted graph against the Keras function on a seeded sample, in place. tf2onnx
+    sometimes drops the Squeeze that ends the detection twin's presence output (two exports in five
+    of the same weights, in fresh processes), leaving a leading unit axis: that axis is squeezed
+    again here. Any other difference is an error naming the file."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    free = {0: 2, 1: 72, 2: 136}  # two images; a detection page's free sides: 2 x 2 windows
+    shape = [free[axis] if dim is None else dim for axis, dim in enumerate(spec.shape.as_list())]
+    sample = np.random.default_rng(CALIBRATION_SEED).uniform(0, 255, shape).astype(np.float32)
+    expected = {name: np.asarray(value) for name, value in function(sample).items()}
+
+    def run() -> dict[str, np.ndarray]:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [output.name for output in session.get_outputs()]
+        return dict(zip(names, session.run(None, {session.get_inputs()[0].name: sample}), strict=True))
+
+    graph = model.graph
+    for name, got in run().items():
+        extra = got.ndim - expected[name].ndim
+        if extra <= 0 or got.shape[:extra] != (1,) * extra:
+            continue
+        inner = f"{name}_before_squeeze"
+        for node in graph.node:
+            node.input[:] = [inner if value == name else value for value in node.input]
+            node.output[:] = [inner if value == name else value for value in node.output]
+        axes = numpy_helper.from_array(np.arange(extra, dtype=np.int64), f"{name}_squeeze_axes")
+        graph.initializer.append(axes)
+        graph.node.append(helper.make_node("Squeeze", [inner, axes.name], [name], name=f"squeeze_{name}"))
+        declared = next(output for output in graph.output if output.name == name)
+        del declared.type.tensor_type.shape.dim[:extra]
+    for name, got in run().items():
+        if got.shape != expected[name].shape or not np.allclose(got, expected[name], rtol=1e-3, atol=1e-3):
+            want = expected[name]
+            difference = (f"shape {got.shape} against {want.shape}" if got.shape != want.shape
+                          else f"by up to {float(np.max(np.abs(got - want))):.2g}")
+            raise RuntimeError(f"{path.name}: the converted network's {name} output differs from the Keras "
+                               f"model's ({difference})")
 
 
 def _canonical_names(model):
