@@ -144,11 +144,16 @@ def _replay(detector, video: Path, way: str, model: str, max_frames: int | None 
     return result
 
 
+def _street_ways(model: str) -> dict[str, DetectorConfig]:
+    """The ways the street frames are searched, the whole pyramid (``full``) first."""
+    return {name: _way(name, model)[0] for name in ("full", "hog", "proposer")}
+
+
 def _street_figures(detector, frames: list[np.ndarray], model: str) -> dict[str, float]:
     """Detection per frame of each way on the street frames, in turn frame by frame, and the share
     of the whole pyramid's plates each finds; the JSON figures are those of the video's default
     pre-filter (`cascade.prefilter`), which a new car's frame is searched with."""
-    ways = {name: _way(name, model)[0] for name in ("full", "hog", "proposer")}
+    ways = _street_ways(model)
     # a new car in a video is searched with the cascade's pre-filter (its whole-frame passes too)
     default = CascadeConfig().prefilter
     default = DetectorConfig().prefilter if default == "detector" else default
@@ -203,14 +208,14 @@ def _shifted_recall(detector, frames: list[np.ndarray], model: str, count: int) 
     """`recall_vs_full` of the pre-filters on the street frames moved by each of the first `count`
     `SHIFTS`: the whole pyramid's own finds change with where its windows fall, and one frame's
     figure is a few plates' luck; printed only (the JSON's figure is the frames as they are)."""
-    ways = {name: _way(name, model)[0] for name in ("full", "hog", "proposer")}
+    ways = _street_ways(model)
     sums = dict.fromkeys(ways, 0)
     for dx, dy in SHIFTS[:count]:
         kept, total, _ = _kept_by_way(detector, ways, [shifted(frame, dx, dy) for frame in frames])
         print(f"street frames moved ({dx}, {dy}) px: the whole pyramid finds {total} plates; "
               + ", ".join(f"{name} {kept[name]}" for name in ("hog", "proposer")), flush=True)
-        for name in ways:
-            sums[name] += kept[name] if name != "full" else total
+        for name in ways:  # the whole pyramid keeps its own finds: kept["full"] is its count
+            sums[name] += kept[name]
     print(f"street frames over {min(count, len(SHIFTS))} moves: the whole pyramid's {sums['full']} plates; "
           + ", ".join(f"{name} finds {sums[name]} ({sums[name] / max(sums['full'], 1):.3f})"
                       for name in ("hog", "proposer")), flush=True)
