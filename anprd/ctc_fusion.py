@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from anprd.ctc import ALPHABET, BLANK
+from anprd.formats import FormatPrior
 from anprd.types import Candidate, Detection
 
 if TYPE_CHECKING:
@@ -231,8 +232,9 @@ class CandidateFusion:
     top_n
         Candidates returned in the fused reading.
     prior
-        Returns the configured countries' formats (`anprd.formats.CountryPrior`) or None; the fused
-        ranking is fitted to them as each frame's reading is (a callable: a reload can change it).
+        Returns the configured countries' formats (`anprd.formats.CountryPrior`), a fine-tuned
+        model's own format counts (`anprd.formats.FormatPrior`) or None; the fused ranking is
+        fitted to them as each frame's reading is (a callable: a reload can change it).
     effective_frames
         How many independent frames a track's evidence counts as for its confidence. Frames of
         one plate share its blur, angle and font, so their errors are correlated: summing 100
@@ -249,7 +251,7 @@ class CandidateFusion:
         log_floor: float = -14.0,
         top_n: int = 5,
         effective_frames: float = 3.0,
-        prior: Callable[[], CountryPrior | None] | None = None,
+        prior: Callable[[], CountryPrior | FormatPrior | None] | None = None,
     ) -> None:
         if max_frames < 1 or max_candidates < 1 or top_n < 1:
             raise ValueError("max_frames, max_candidates and top_n must be >= 1")
@@ -315,6 +317,9 @@ class CandidateFusion:
         order = np.argsort(-posteriors, kind="stable")
         ranked = [(self._texts[i], float(posteriors[i])) for i in order]
         prior = self._prior() if self._prior is not None else None
+        if isinstance(prior, FormatPrior):  # a fine-tuned model's formats: a soft prior, no fit
+            ranked = prior.rank([t for t, _ in ranked], [math.log(max(p, 1e-300)) for _, p in ranked])
+            prior = None
         fit = prior.choose(ranked) if prior else None
         if fit is not None:
             # the posterior of what the frames showed; the format names its look-alikes

@@ -75,7 +75,7 @@ _FAILED_FRAME_LOG_S = 60.0
 # TensorFlow's thread pools are made once per process, so a new model would not use them either);
 # the plate widths set the proposal network's levels when it is loaded.
 _DETECTOR_LOAD_FIELDS = ("device", "prefilter", "prefilter_model", "reader", "min_plate_width",
-                         "max_plate_width")
+                         "max_plate_width", "model_formats")
 
 
 class _Waker:

@@ -53,7 +53,7 @@ import numpy as np
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, Pattern, beam_search, parse_pattern, pattern_beam_search
 from anprd.ctc_fusion import views_log_likelihoods
-from anprd.formats import CountryPrior
+from anprd.formats import CountryPrior, FormatPrior
 from anprd.runtime import detector_weights_name, first_line, load_networks
 from anprd.types import Box, Candidate, Detection
 from cascade.models import ModelError, resolve_model_dir
@@ -420,6 +420,7 @@ class PlateDetector:
             raise ModelError(f"{weights}: model weights missing")
         self.patterns: list[Pattern] = [parse_pattern(n, s) for n, s in config.patterns.items()]
         self.country_prior = CountryPrior(config.countries)
+        self.format_prior = self._format_prior(meta_path) if config.model_formats else None
         self.calibration = Calibration.from_meta(self.meta.get("calibration"), meta_path)
 
         # the networks, on the runtime the config picks (anprd/runtime.py); TensorFlow is imported
@@ -428,6 +429,17 @@ class PlateDetector:
         self.readers = self.networks.readers
         self.device = self.networks.description
         log.info("model %s loaded: %s", model_dir, self.device)
+
+    def _format_prior(self, meta_path: Path) -> FormatPrior | None:
+        """The model folder's own plate formats (`anprd finetune` writes them), or None."""
+        record = self.meta.get("formats")
+        if record is None:
+            return None
+        counts = record.get("counts") if isinstance(record, dict) else None
+        if (not isinstance(counts, dict) or not all(isinstance(n, int) and n >= 0 for n in counts.values())
+                or not all(isinstance(f, str) and f and set(f) <= {"@", "#"} for f in counts)):
+            raise ModelError(f"{meta_path}: 'formats' must hold 'counts', a count per format of @ and #")
+        return FormatPrior(counts) or None
 
     @classmethod
     def from_config(cls, config: DetectorConfig, base_dir: Path | None = None) -> PlateDetector:
@@ -805,6 +817,8 @@ class PlateDetector:
                 fit = pattern_beam_search(probs, pattern)
                 if fit:
                     fits.setdefault(fit[0], pattern.name)
+        if self.format_prior:  # look-alikes of what was read that fit the camera's known formats
+            proposed.update(dict.fromkeys(v for t in list(proposed) for v in self.format_prior.variants(t)))
         texts = list(dict.fromkeys([*proposed, *fits]))
         if not texts:
             return None
@@ -828,6 +842,9 @@ class PlateDetector:
             text, confidence = fitting[0]
             pattern_name = fits[text]
             ranked = [(text, confidence)] + [r for r in ranked if r[0] != text]
+        elif self.format_prior:
+            ranked = self.format_prior.rank([texts[i] for i in order], log_likelihood[order])
+            text, confidence = ranked[0]
         calibrated = self.calibration
         candidates = tuple(Candidate(t, round(calibrated(p), 6)) for t, p in ranked[: self.config.top_n])
         return text, calibrated(confidence), candidates, pattern_name, float(free_confidence)

@@ -10,18 +10,26 @@ that fits a format of the configured countries wins, however sure the reader was
 
 The formats come from the style library (`anprd.styles`), the same data the training plates are
 rendered from.
+
+A fine-tuned model folder may carry its own formats instead (`FormatPrior`, model.json `formats`:
+how often each format occurs among the user's labelled plates). Those are one camera's habits, with
+rare formats seen once or not at all, so they act softly: a reading's score is the reader's log
+probability plus the log of its format's share, and a reader sure of a rare format keeps it.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from anprd.styles import Country, country_code, load_countries
 
-__all__ = ["LOOK_ALIKES", "CountryFit", "CountryPrior"]
+__all__ = ["LOOK_ALIKES", "CountryFit", "CountryPrior", "FormatPrior", "formats_right", "plate_format"]
 
 # characters that plate fonts draw alike (../shared/PLATES.md "Glyph variants that matter")
 LOOK_ALIKES = ("0ODQ", "1I", "2Z", "5S", "8B", "6G")
@@ -125,3 +133,91 @@ def _swaps(core: str, sets: tuple[frozenset[str], ...]) -> list[tuple[str, int]]
         options.append(alike)
         swapped += 1
     return [("".join(p), swapped) for p in itertools.islice(itertools.product(*options), MAX_VARIANTS)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The user's own formats (a fine-tuned model folder's `formats`)
+# --------------------------------------------------------------------------------------------------
+FORMAT_ALPHA = 1.0  # Laplace smoothing: a format never seen keeps this many plates' worth of mass
+UNSEEN_FORMATS = 10  # the mass of unseen formats is shared among this many of them
+
+
+def plate_format(text: str) -> str:
+    """A reading's format: `#` for each digit, `@` for each letter (`AB123CD` -> `@@###@@`)."""
+    return "".join("#" if c.isdigit() else "@" for c in text)
+
+
+class FormatPrior:
+    """How often each format occurs among a camera's plates (counted from the labels a model was
+    fine-tuned on), as a soft prior over the reader's readings: a reading's score is the reader's
+    log probability plus the log of its format's share, so a format seen often outweighs an unsure
+    look-alike (an O in a digit block), while a reader sure of what it saw keeps a rare or unseen
+    format. Unlike `CountryPrior` it changes no reading into a format outright; it only adds
+    look-alike variants of the reader's best texts that fit a known format to the texts compared.
+
+    Shares are smoothed (`FORMAT_ALPHA` plates' worth for all unseen formats, split among
+    `UNSEEN_FORMATS`): a plate of a format the labels lacked is not forced into one they had.
+    """
+
+    def __init__(self, counts: dict[str, int], alpha: float = FORMAT_ALPHA,
+                 unseen_formats: int = UNSEEN_FORMATS) -> None:
+        self.counts = {form: int(n) for form, n in counts.items() if int(n) > 0}
+        total = sum(self.counts.values()) + alpha
+        self._log_share = {form: math.log(n / total) for form, n in self.counts.items()}
+        self._log_unseen = math.log(alpha / total / unseen_formats)
+        self._by_length: dict[int, list[tuple[frozenset[str], ...]]] = {}
+        for form in self.counts:
+            self._by_length.setdefault(len(form), []).append(
+                tuple(_DIGITS if c == "#" else _LETTERS for c in form))
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def log_prior(self, text: str) -> float:
+        return self._log_share.get(plate_format(text), self._log_unseen)
+
+    def variants(self, text: str) -> list[str]:
+        """`text` with look-alikes swapped so that it fits each known format of its length."""
+        found: dict[str, None] = {}
+        for sets in self._by_length.get(len(text), ()):
+            for fitted, swapped in _swaps(text, sets):
+                if swapped:
+                    found[fitted] = None
+        return list(found)
+
+    def rank(self, texts: Sequence[str], log_likelihoods: Sequence[float]) -> list[tuple[str, float]]:
+        """`texts` with the reader's log likelihoods, ranked by likelihood times format share, each
+        with its probability under the prior: the reader's mass on these texts, shared out again in
+        proportion to likelihood times share."""
+        if not texts:
+            return []
+        ll = np.asarray(log_likelihoods, np.float64)
+        scores = ll + np.array([self.log_prior(t) for t in texts])
+        mass = float(np.exp(ll).sum())
+        posterior = np.exp(scores - scores.max())
+        posterior *= mass / posterior.sum()
+        order = np.argsort(-scores, kind="stable")
+        return [(texts[i], float(posterior[i])) for i in order]
+
+
+_DIGITS = frozenset("0123456789")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def formats_right(pairs: Sequence[tuple[str, Sequence[str], Sequence[float]]],
+                  counts: dict[str, int]) -> tuple[int, int]:
+    """Leave-one-out check of a `FormatPrior` from labelled plates' formats `counts`: for each
+    (label, texts, log likelihoods) of a plate the reader read, whether the best text is the label
+    without the prior and with a prior from every other plate's format. Returns (right without,
+    right with)."""
+    without = with_prior = 0
+    for label, texts, ll in pairs:
+        if not texts:
+            continue
+        without += texts[int(np.argmax(ll))] == label
+        others = dict(counts)
+        own = plate_format(label)
+        if own in others:
+            others[own] -= 1
+        with_prior += FormatPrior(others).rank(texts, ll)[0][0] == label
+    return without, with_prior

@@ -36,7 +36,7 @@ from cascade import FrameCascade, SearchPlan
 
 if TYPE_CHECKING:
     from anprd.detector import PlateDetector
-    from anprd.formats import CountryPrior
+    from anprd.formats import CountryPrior, FormatPrior
     from anprd.metrics import Metrics
 
 __all__ = [
@@ -196,9 +196,10 @@ class CameraPipeline:
         if self._cascade is not None and load is not None:
             load(self._cascade.prefilter)
 
-    def _country_prior(self) -> CountryPrior | None:
-        """The detector's country formats now (a reload may change them), for the tracker's fusion."""
-        return getattr(self.detector, "country_prior", None)
+    def _country_prior(self) -> CountryPrior | FormatPrior | None:
+        """The detector's country formats now (a reload may change them), else its model's own format
+        counts (a fine-tuned folder's), for the tracker's fusion."""
+        return getattr(self.detector, "country_prior", None) or getattr(self.detector, "format_prior", None)
 
     @property
     def camera(self) -> CameraConfig:

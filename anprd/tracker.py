@@ -69,7 +69,7 @@ from anprd.types import Box, Detection, Track
 from cascade.tracks import TrackReading
 
 if TYPE_CHECKING:
-    from anprd.formats import CountryPrior
+    from anprd.formats import CountryPrior, FormatPrior
 
 __all__ = [
     "AlphaBetaFilter",
@@ -287,7 +287,8 @@ class Tracker:
     motion_filter_factory
         Builds each track's motion filter; default: `AlphaBetaFilter` with the config's gains.
     prior
-        Returns the detector's country formats (or None): fused readings are fitted to them too.
+        Returns the detector's country formats, its model's own format counts (or None): fused
+        readings are fitted to them too.
     """
 
     def __init__(
@@ -296,7 +297,7 @@ class Tracker:
         camera_id: str = "default",
         *,
         motion_filter_factory: MotionFilterFactory | None = None,
-        prior: Callable[[], CountryPrior | None] | None = None,
+        prior: Callable[[], CountryPrior | FormatPrior | None] | None = None,
     ) -> None:
         self._config = config
         self._camera_id = camera_id

@@ -3,6 +3,9 @@ and in the tracker's fusion; and formats that never delete a plate."""
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,8 @@ from anprd.config import ConfigError, load_config
 from anprd.config.detector import DetectorConfig
 from anprd.ctc import ALPHABET, BLANK
 from anprd.ctc_fusion import fuse_detections
-from anprd.detector import Calibration, PlateDetector
-from anprd.formats import CountryPrior
+from anprd.detector import Calibration, ModelError, PlateDetector
+from anprd.formats import CountryPrior, FormatPrior, formats_right
 from anprd.types import Box, Detection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +61,26 @@ def test_a_format_never_changes_a_character_into_one_of_another_shape():
 
 def test_a_reading_that_fits_as_read_is_kept():
     assert [f.text for f in CountryPrior(["br"]).fits("ABC1D23")] == ["ABC1D23"]
+
+
+def test_a_common_format_outweighs_an_unsure_look_alike_but_not_a_sure_reading():
+    prior = FormatPrior({"@@###@@": 38, "@@#####": 3})
+    assert prior.variants("RK6O5AB") == ["RK605AB"]  # the O where the format has a digit
+    assert prior.variants("RKXO5AB") == []  # X looks like no digit: no variant
+    ranked = prior.rank(["RK6O5AB", "RK605AB"], [math.log(0.6), math.log(0.3)])
+    assert ranked[0][0] == "RK605AB" and ranked[0][1] > 0.6
+    assert sum(p for _, p in ranked) == pytest.approx(0.9)  # the reader's mass, shared out again
+    # a plate of a format the labels lack, read surely, stays as read
+    assert prior.rank(["1B80338", "IB80338"], [math.log(0.9), math.log(0.01)])[0][0] == "1B80338"
+
+
+def test_the_leave_one_out_check_counts_each_plate_without_its_own_format():
+    unsure = [math.log(0.5), math.log(0.45)]
+    pairs = [("AB123CD", ["AB12JCD", "AB123CD"], unsure)] * 5  # a J/3 slip the format settles
+    assert formats_right(pairs, {"@@###@@": 5}) == (0, 5)
+    # a format seen once is unseen once its plate is left out: no help for that plate
+    lonely = [("1B80338", ["IB80338", "1B80338"], unsure)]
+    assert formats_right(lonely, {"#@#####": 1, "@@#####": 4}) == (0, 0)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +203,31 @@ def test_light_text_on_a_dark_plate_is_read_inverted(detector):
     # an inverted reading under the floor gives way to the reading as seen
     floored = read_right(DetectorConfig(prefilter="none", verify_threshold=0.0, inverted_min_confidence=1.0))
     assert floored == as_seen
+
+
+def test_a_model_folder_carries_its_formats_and_the_detector_reads_with_them(detector, tmp_path):
+    tuned = tmp_path / "tuned"
+    shutil.copytree(MODEL, tuned)
+    meta = json.loads((tuned / "model.json").read_text())
+    meta["formats"] = {"counts": {"@@###@@": 38, "@@#####": 3}, "plates": 41, "source": "a test"}
+    (tuned / "model.json").write_text(json.dumps(meta))
+    reads = posteriors("RK6O5AB", sure=0.6, second={3: ("0", 0.35)})[None]
+    with_formats = PlateDetector(tuned, DetectorConfig(model=str(tuned), prefilter="none"))
+    assert with_formats.format_prior and with_formats._decode(reads)[0] == "RK605AB"
+    assert detector._decode(reads)[0] == "RK6O5AB"  # the shipped model has none
+    turned_off = PlateDetector(tuned, DetectorConfig(model=str(tuned), prefilter="none", model_formats=False))
+    assert turned_off.format_prior is None and turned_off._decode(reads)[0] == "RK6O5AB"
+    # the tracker's fusion ranks with them too
+    from anprd.ctc_fusion import CandidateFusion
+    from anprd.types import Candidate
+
+    fusion = CandidateFusion(prior=lambda: with_formats.format_prior)
+    for _ in range(3):
+        fusion.add(Detection(Box(10, 10, 100, 22), 0.99, "RK6O5AB", 0.6, char_probs=reads[0],
+                             candidates=(Candidate("RK6O5AB", 0.6), Candidate("RK605AB", 0.35))))
+    assert fuse_detections(fusion.detections).text == "RK6O5AB"  # the frames alone
+    assert fusion.reading().text == "RK605AB"
+    meta["formats"] = {"counts": {"AB12": 3}}
+    (tuned / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="'formats' must hold"):
+        PlateDetector(tuned, DetectorConfig(model=str(tuned), prefilter="none"))

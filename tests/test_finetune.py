@@ -197,6 +197,12 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(printed["before"]) == EVAL_KEYS == set(printed["after"])
     assert printed["formats"] == plate_formats(split_images(read_labels(photos_dir), 0.25, seed=4).train)
+    # the training labels' formats, checked leave-one-out on the base model's reads of them
+    check = printed["formats_prior"]
+    assert check["plates"] == 30 - printed["before"]["plates"]
+    loo = check["leave_one_out"]
+    assert 0 < loo["plates_read"] <= check["plates"] and 0 <= loo["right_without"] <= loo["plates_read"]
+    assert check["used"] == (loo["right_with"] >= loo["right_without"])
 
     meta = json.loads((out / "model.json").read_text())
     record = meta["finetune"]
@@ -211,6 +217,10 @@ def test_a_tiny_generated_folder_fine_tunes_end_to_end(tmp_path):
     assert listed["heldout"] == [i.path.name for i in split.heldout]
     assert not set(listed["train"]) & set(listed["heldout"])
     assert "calibration" not in meta and "calibration_dropped" in meta
+    if check["used"]:  # the folder carries them as its reading prior, else it carries none
+        assert meta["formats"]["counts"] == plate_formats(split.train, min_plates=1)
+    else:
+        assert "formats" not in meta
 
     # one reader, the fine-tuned one, whose weights moved from the base reader's
     assert [r["weights"] for r in meta["readers"]] == ["reader-r9-ft.weights.h5"]

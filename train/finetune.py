@@ -29,7 +29,13 @@ DIR holds photos and `labels.tsv` in the `anprd eval` format (file, x, y, w, h, 
    anywhere else at the pyramid's scales; missed plates are drawn more often. They learn presence
    and box (no text: their characters' places are unknown), mixed with synthetic windows
    (`train.gen.sample_window`, all of train.train's losses) so other plates are not forgotten.
-5. MODEL_DIR is the base model folder with the fine-tuned reader in place of the base readers (and
+5. The training labels' formats (`#` a digit, `@` a letter) are counted, and checked leave-one-out
+   on the base model's reads of the training plates (`format_check`): with each plate's own format
+   taken out of the counts, does the formats' prior (`anprd.formats.FormatPrior`) read as many of
+   them right? Unless it reads fewer, MODEL_DIR's model.json carries the counts as `formats`, and
+   the detector reads with them (`detector.model_formats`): the look-alikes the fine-tune leaves
+   to the synthetic plates (O/0, I/1) are then settled by the user's own plates' formats.
+6. MODEL_DIR is the base model folder with the fine-tuned reader in place of the base readers (and
    the fine-tuned detection network in place of the base's, model.json's "weights" naming it);
    its model.json says what made it under "finetune" (base model and its model.json's hash, the
    command, seed, steps, data folder, hash of the training files' names, the split, the held-out
@@ -60,9 +66,11 @@ import numpy as np
 
 from anprd.errors import AnprdError
 from anprd.evaluate import EvalReport, LabelledImage, read_labels
+from anprd.formats import FormatPrior, formats_right, plate_format
 
 __all__ = ["MIN_PLATES", "FinetuneError", "RealPhoto", "RealPlate", "Split", "augment_plate", "cut_plate",
-           "detector_window", "main", "make_window_batch", "names_hash", "plate_formats", "split_images"]
+           "detector_window", "format_check", "main", "make_window_batch", "names_hash", "plate_formats",
+           "split_images"]
 
 MIN_PLATES = 20  # fewer plates in the training part teach a reader nothing it keeps
 MAX_LABEL = 10  # the reader reads 1-10 characters (train.train.MAX_LABEL)
@@ -114,8 +122,7 @@ def plate_formats(images: list[LabelledImage], min_plates: int = MIN_FORMAT_PLAT
     """The formats of the labelled plates (`@` a letter, `#` a digit, as `detector.patterns` writes
     them) that at least `min_plates` plates have, with their counts, commonest first. A reader
     fine-tuned on them still leaves O/0 and I/1 to the synthetic plates; a format settles those."""
-    counts = Counter("".join("#" if c.isdigit() else "@" for c in text)
-                     for item in images for _, text in item.plates)
+    counts = Counter(plate_format(text) for item in images for _, text in item.plates)
     return {form: n for form, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_plates}
 
 
@@ -535,15 +542,27 @@ def _score(detector, images: list[LabelledImage], desc: str, keep: list | None =
         bar.close()
 
 
+def _matched(item: LabelledImage, predicted: list) -> dict[int, int]:
+    """Which detection (index) each labelled plate (index) of `item` was found as: IoU >= 0.3,
+    Hungarian, as `anprd eval` matches."""
+    from scipy.optimize import linear_sum_assignment
+
+    from anprd.evaluate import IOU_MATCH
+
+    if not predicted or not item.plates:
+        return {}
+    iou = np.array([[box.iou(p.box) for p in predicted] for box, _ in item.plates])
+    rows, cols = linear_sum_assignment(-iou)
+    return {int(r): int(c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= IOU_MATCH}
+
+
 def _real_plates(images: list[LabelledImage], detections: list[list], photos: list[RealPhoto] | None = None
                  ) -> tuple[list[RealPlate], int]:
     """Every labelled plate of `images` cut with context, with the detection matched to it (IoU >= 0.3,
     Hungarian, as `anprd eval` matches); and how many were found. `photos` collects each photo for
     the detector's windows."""
     import cv2
-    from scipy.optimize import linear_sum_assignment
 
-    from anprd.evaluate import IOU_MATCH
     from anprd.imageio import read_image
 
     plates, found = [], 0
@@ -551,11 +570,7 @@ def _real_plates(images: list[LabelledImage], detections: list[list], photos: li
         if not item.plates and photos is None:
             continue
         gray = cv2.cvtColor(read_image(item.path), cv2.COLOR_BGR2GRAY)
-        matched: dict[int, int] = {}
-        if predicted and item.plates:
-            iou = np.array([[box.iou(p.box) for p in predicted] for box, _ in item.plates])
-            rows, cols = linear_sum_assignment(-iou)
-            matched = {int(r): int(c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= IOU_MATCH}
+        matched = _matched(item, predicted)
         for i, (box, text) in enumerate(item.plates):
             detected = None
             if i in matched:
@@ -570,6 +585,32 @@ def _real_plates(images: list[LabelledImage], detections: list[list], photos: li
                 [(p.box.x, p.box.y, p.box.x + p.box.w, p.box.y + p.box.h)
                  for j, p in enumerate(predicted) if j not in matched.values()]))
     return plates, found
+
+
+def format_check(images: list[LabelledImage], detections: list[list], top_n: int = 5) -> dict:
+    """Whether the training part's formats, as a `FormatPrior`, read more of its plates right: the
+    base model's reads of each plate it found, with and without a prior counted from every other
+    training plate's format (leave-one-out, `formats_right`). The prior is used unless it reads
+    fewer (a country of a few formats gains; many formats, each seen once or twice, gain nothing)."""
+    from anprd.ctc import beam_search
+    from anprd.ctc_fusion import views_log_likelihoods
+
+    counts = plate_formats(images, min_plates=1)
+    prior = FormatPrior(counts)
+    pairs = []
+    for item, predicted in zip(images, detections, strict=True):
+        for i, j in _matched(item, predicted).items():
+            probs = predicted[j].char_probs
+            if probs is None:
+                continue
+            reads = probs if probs.ndim == 3 else probs[None]
+            texts = dict.fromkeys(t for read in reads for t, _ in beam_search(read, top_n=top_n))
+            texts.update(dict.fromkeys(v for t in list(texts) for v in prior.variants(t)))
+            pairs.append((item.plates[i][1], list(texts), views_log_likelihoods(list(texts), reads)))
+    without, with_prior = formats_right(pairs, counts)
+    return {"counts": counts, "plates": sum(counts.values()),
+            "leave_one_out": {"plates_read": len(pairs), "right_without": without, "right_with": with_prior},
+            "used": bool(pairs) and with_prior >= without}
 
 
 def _reader_accuracy(predict, batch: dict[str, np.ndarray]) -> dict[str, float]:
@@ -646,6 +687,7 @@ def finetune(args: argparse.Namespace, command: str,
     detections: list[list] = []
     train_before = _figures(_score(base, split.train, "training photos, base model", detections))
     photos: list[RealPhoto] = []
+    formats = format_check(split.train, detections, config.top_n)
     plates, found = _real_plates(split.train, detections, photos)
     del base, detections
     tune_detector = found < train_plates if args.detector is None else args.detector
@@ -726,6 +768,7 @@ def finetune(args: argparse.Namespace, command: str,
         "heldout_files_sha256": names_hash(split.heldout),
         "split": split_record,
         "formats": plate_formats(split.train),
+        "formats_prior": {key: value for key, value in formats.items() if key != "counts"},
         "heldout_before": before,
         "heldout_after": None,
         "train_part_before": train_before,
@@ -761,6 +804,11 @@ def finetune(args: argparse.Namespace, command: str,
                            "minutes": detector_record["training_minutes"]}]
         detector_record["fine_tuned"] = True
         detector_record["weights"] = DETECTOR_NAME
+    if formats["used"]:
+        meta["formats"] = {"counts": formats["counts"], "plates": formats["plates"],
+                           "source": "the labels of the fine-tune's training part"}
+    else:
+        meta.pop("formats", None)  # a base's formats are not these photos'
     meta["finetune"] = record
     (out / "finetune-split.json").write_text(json.dumps(
         {"data": str(folder.resolve()), **split_record, "train": [i.path.name for i in split.train],
@@ -1049,7 +1097,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
     before, after = record["heldout_before"], record["heldout_after"]
     if args.json:
         print(json.dumps({"model": str(args.out), "before": before, "after": after, "split": record["split"],
-                          "formats": record["formats"], "minutes": record["minutes"]}))
+                          "formats": record["formats"], "formats_prior": record["formats_prior"],
+                          "minutes": record["minutes"]}))
     else:
         _print_figures(before, after, record["split"]["heldout_images"], record["split"]["heldout_plates"])
         synthetic = record["synthetic_reader_check"]
@@ -1066,12 +1115,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
                       f"{100 * after_part['presence_fp_at_0.99']:.1f}% ({check['count']} windows)")
         else:
             print(f"detection network not fine-tuned: {detector['why']}")
-        if record["formats"]:
-            patterns = ", ".join(f"f{n}: '{form}'" for n, form in enumerate(record["formats"], 1))
-            print(f"your plates' formats ({MIN_FORMAT_PLATES} or more plates each): "
-                  + ", ".join(f"{form} ({count})" for form, count in record["formats"].items())
-                  + "; as a reading prior they settle look-alikes (O/0, I/1): "
-                  + f"detector.patterns: {{{patterns}}}")
+        check = record["formats_prior"]["leave_one_out"]
+        common = ", ".join(f"{form} ({count})" for form, count in record["formats"].items())
+        print(f"your plates' formats as a reading prior ({common or 'none of 3 or more plates'}"
+              f"{', ...' if common else ''}): the base model reads {check['right_without']} of "
+              f"{check['plates_read']} training plates right without, {check['right_with']} with "
+              "(each plate left out of the counts): "
+              + ("kept in the model folder (detector.model_formats: false turns it off)"
+                 if record["formats_prior"]["used"] else "not used"))
         print(f"wrote {args.out} in {record['minutes']} min; use it with --model {args.out} "
               f"or detector.model: {args.out}")
     return 0

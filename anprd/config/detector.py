@@ -67,6 +67,12 @@ class DetectorConfig(AnprdBaseModel):
                                  "look-alikes (I/1, O/0/D, B/8, S/5, Z/2, G/6) into what the format "
                                  "demands and drops band letters at the ends; the event's `pattern` "
                                  "names the country. Empty: readings are left as read.")
+    model_formats: bool = Field(True, description="Use the plate formats a fine-tuned model folder "
+                                "carries (model.json `formats`: how often each format occurs among the "
+                                "plates it was fine-tuned on; `anprd finetune` stores them unless they "
+                                "read fewer of its training plates, each left out in turn) as a soft "
+                                "prior: a format seen often outweighs an unsure look-alike. No effect "
+                                "on a model without.")
     runtime: Literal["auto", "onnxruntime", "openvino", "tensorflow"] = Field(
         "auto", description="What runs the networks: 'auto' uses the model folder's exported ONNX files "
         "(`make export`) with ONNX Runtime (else OpenVINO when installed), and TensorFlow for a network "
