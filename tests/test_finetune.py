@@ -15,7 +15,15 @@ import pytest
 
 from anprd.evaluate import LabelledImage, read_labels
 from anprd.types import Box
-from train.finetune import MIN_PLATES, augment_plate, cut_plate, names_hash, plate_formats, split_images
+from train.finetune import (
+    MIN_PLATES,
+    augment_plate,
+    cut_plate,
+    formats_line,
+    names_hash,
+    plate_formats,
+    split_images,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_KEYS = {"images", "plates", "detected", "read_exact", "read_rate", "detection_recall", "char_accuracy",
@@ -82,6 +90,19 @@ def test_the_formats_of_three_or_more_plates_are_reported_commonest_first():
     assert list(plate_formats(images).items()) == [("@@###@@", 4), ("#@@@###", 3)]
     assert plate_formats(images, min_plates=1) == {"@@###@@": 4, "#@@@###": 3, "@##@@@": 1}
     assert plate_formats(images[:1]) == {}
+
+
+def test_the_formats_line_says_what_the_check_read_and_whether_the_folder_keeps_them():
+    check = {"plates_read": 54, "right_without": 48, "right_with": 49}
+    record = {"formats": {"@@###@@": 38, "@@#####": 3},
+              "formats_prior": {"plates": 54, "used": True, "leave_one_out": check}}
+    line = formats_line(record)
+    assert line.startswith("your plates' formats as a reading prior (@@###@@ (38), @@##### (3), ...): ")
+    assert "reads 48 of 54 training plates right without, 49 with" in line and line.endswith("turns it off)")
+    record["formats"], record["formats_prior"]["used"] = {}, False
+    assert "(none of 3 or more plates)" in formats_line(record) and formats_line(record).endswith("not used")
+    record["formats"], record["formats_prior"]["plates"] = {"@@###@@": 54}, 54
+    assert "(@@###@@ (54)):" in formats_line(record)  # every plate's format listed: no "..."
 
 
 # -- the user's plates as crops ---------------------------------------------------------------------

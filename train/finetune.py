@@ -69,8 +69,8 @@ from anprd.evaluate import EvalReport, LabelledImage, read_labels
 from anprd.formats import FormatPrior, formats_right, plate_format
 
 __all__ = ["MIN_PLATES", "FinetuneError", "RealPhoto", "RealPlate", "Split", "augment_plate", "cut_plate",
-           "detector_window", "format_check", "main", "make_window_batch", "names_hash", "plate_formats",
-           "split_images"]
+           "detector_window", "format_check", "formats_line", "main", "make_window_batch", "names_hash",
+           "plate_formats", "split_images"]
 
 MIN_PLATES = 20  # fewer plates in the training part teach a reader nothing it keeps
 MAX_LABEL = 10  # the reader reads 1-10 characters (train.train.MAX_LABEL)
@@ -1086,6 +1086,20 @@ def finetune_detector(args: argparse.Namespace, model_dir: Path, base_meta: dict
     return model, record
 
 
+def formats_line(record: dict) -> str:
+    """The fine-tune's line on the training labels' formats: the commonest, the leave-one-out check
+    and whether the folder reads with them."""
+    check = record["formats_prior"]["leave_one_out"]
+    common = ", ".join(f"{form} ({count})" for form, count in record["formats"].items())
+    if sum(record["formats"].values()) < record["formats_prior"]["plates"]:  # rarer ones too
+        common += ", ..." if common else "none of 3 or more plates"
+    return (f"your plates' formats as a reading prior ({common}): the base model reads "
+            f"{check['right_without']} of {check['plates_read']} training plates right without, "
+            f"{check['right_with']} with (each plate left out of the counts): "
+            + ("kept in the model folder (detector.model_formats: false turns it off)"
+               if record["formats_prior"]["used"] else "not used"))
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
          load_tensorflow: Callable[[], None] | None = None) -> int:
     """Parse, fine-tune, print the held-out figures. Errors the user can fix raise AnprdError (the
@@ -1115,14 +1129,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.finetune",
                       f"{100 * after_part['presence_fp_at_0.99']:.1f}% ({check['count']} windows)")
         else:
             print(f"detection network not fine-tuned: {detector['why']}")
-        check = record["formats_prior"]["leave_one_out"]
-        common = ", ".join(f"{form} ({count})" for form, count in record["formats"].items())
-        print(f"your plates' formats as a reading prior ({common or 'none of 3 or more plates'}"
-              f"{', ...' if common else ''}): the base model reads {check['right_without']} of "
-              f"{check['plates_read']} training plates right without, {check['right_with']} with "
-              "(each plate left out of the counts): "
-              + ("kept in the model folder (detector.model_formats: false turns it off)"
-                 if record["formats_prior"]["used"] else "not used"))
+        print(formats_line(record))
         print(f"wrote {args.out} in {record['minutes']} min; use it with --model {args.out} "
               f"or detector.model: {args.out}")
     return 0
