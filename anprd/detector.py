@@ -73,8 +73,9 @@ if TYPE_CHECKING:
     from cascade.hog import HogPrefilter
     from cascade.proposer import PlateProposer
 
-__all__ = ["ModelError", "PlateDetector", "fits_page", "grid_shape", "level_crops", "pack_crops",
-           "pyramid_scales", "read_crop_window", "reader_crop", "resolve_model_dir", "whole_scan_scales"]
+__all__ = ["ModelError", "PlateDetector", "fits_page", "free_texts", "grid_shape", "level_crops",
+           "pack_crops", "pyramid_scales", "read_crop_window", "reader_crop", "resolve_model_dir",
+           "whole_scan_scales"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,15 @@ def _best_path_log_probability(reads: np.ndarray) -> float:
     """How sure K reads (K, T, C) of one plate are: the mean log probability of their best paths.
     Compares a plate read as it is with the same plate inverted."""
     return float(np.log(np.clip(reads.max(axis=-1), 1e-12, 1.0)).sum(axis=-1).mean())
+
+
+def free_texts(reads: np.ndarray, top_n: int, format_prior: FormatPrior | None = None) -> dict[str, None]:
+    """The texts a plate's K reads (K, T, C) propose, in order: each read's `top_n` beam search texts,
+    then, with a format prior, their look-alike variants that fit its known formats."""
+    texts = dict.fromkeys(text for probs in reads for text, _ in beam_search(probs, top_n=top_n))
+    if format_prior:
+        texts.update(dict.fromkeys(v for t in list(texts) for v in format_prior.variants(t)))
+    return texts
 
 
 def _hinted_modes(kept: list[int], boxes: list[Box],
@@ -809,16 +819,13 @@ class PlateDetector:
                 ) -> tuple[str, float, tuple[Candidate, ...], str | None, float] | None:
         """Text, probability, candidates, pattern name (or country code) and the free reading's
         probability, from K reads (K, T, C) of one plate."""
-        proposed: dict[str, None] = {}
+        proposed = free_texts(reads, self.config.top_n, self.format_prior)
         fits: dict[str, str] = {}  # text -> name of the pattern whose beam search found it
         for probs in reads:
-            proposed.update(dict.fromkeys(text for text, _ in beam_search(probs, top_n=self.config.top_n)))
             for pattern in self.patterns:
                 fit = pattern_beam_search(probs, pattern)
                 if fit:
                     fits.setdefault(fit[0], pattern.name)
-        if self.format_prior:  # look-alikes of what was read that fit the camera's known formats
-            proposed.update(dict.fromkeys(v for t in list(proposed) for v in self.format_prior.variants(t)))
         texts = list(dict.fromkeys([*proposed, *fits]))
         if not texts:
             return None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anprd.styles import Country, country_code, load_countries
+from anprd.styles import DIGITS, LETTERS, Country, country_code, load_countries
 
 __all__ = ["LOOK_ALIKES", "CountryFit", "CountryPrior", "FormatPrior", "formats_right", "plate_format"]
 
@@ -168,7 +168,7 @@ class FormatPrior:
         self._by_length: dict[int, list[tuple[frozenset[str], ...]]] = {}
         for form in self.counts:
             self._by_length.setdefault(len(form), []).append(
-                tuple(_DIGITS if c == "#" else _LETTERS for c in form))
+                tuple(frozenset(DIGITS if c == "#" else LETTERS) for c in form))
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -198,10 +198,6 @@ class FormatPrior:
         posterior *= mass / posterior.sum()
         order = np.argsort(-scores, kind="stable")
         return [(texts[i], float(posterior[i])) for i in order]
-
-
-_DIGITS = frozenset("0123456789")
-_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def formats_right(pairs: Sequence[tuple[str, Sequence[str], Sequence[float]]],

@@ -592,8 +592,8 @@ def format_check(images: list[LabelledImage], detections: list[list], top_n: int
     base model's reads of each plate it found, with and without a prior counted from every other
     training plate's format (leave-one-out, `formats_right`). The prior is used unless it reads
     fewer (a country of a few formats gains; many formats, each seen once or twice, gain nothing)."""
-    from anprd.ctc import beam_search
     from anprd.ctc_fusion import views_log_likelihoods
+    from anprd.detector import free_texts
 
     counts = plate_formats(images, min_plates=1)
     prior = FormatPrior(counts)
@@ -604,9 +604,8 @@ def format_check(images: list[LabelledImage], detections: list[list], top_n: int
             if probs is None:
                 continue
             reads = probs if probs.ndim == 3 else probs[None]
-            texts = dict.fromkeys(t for read in reads for t, _ in beam_search(read, top_n=top_n))
-            texts.update(dict.fromkeys(v for t in list(texts) for v in prior.variants(t)))
-            pairs.append((item.plates[i][1], list(texts), views_log_likelihoods(list(texts), reads)))
+            texts = list(free_texts(reads, top_n, prior))
+            pairs.append((item.plates[i][1], texts, views_log_likelihoods(texts, reads)))
     without, with_prior = formats_right(pairs, counts)
     return {"counts": counts, "plates": sum(counts.values()),
             "leave_one_out": {"plates_read": len(pairs), "right_without": without, "right_with": with_prior},
